@@ -1,0 +1,120 @@
+"""Tokenisation of edit pairs (MALMEN.md §2).
+
+Prompt and target are tokenised *separately* and concatenated, so no BPE merge crosses the
+boundary.  BPE tokenizers whose words carry their leading space (GPT-2, Llama-3, SmolLM2)
+get a space before the target unless the prompt already ends in whitespace.  No EOS after
+the target.  Sequences are right-padded.
+
+Labels are stored *already shifted*: `labels[b, t]` is the token that the logits at
+position t must predict, or -100.  So the positions that predict target tokens are exactly
+`labels != -100` — the last prompt token up to the second-to-last target token — and the
+same mask serves the loss and the key/gradient caching hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+class EditTooLongError(ValueError):
+    """A prompt + target pair exceeds the allowed number of tokens."""
+
+
+class EmptyEditError(ValueError):
+    """A prompt or target is empty after tokenisation."""
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One fact correction: the model should continue `prompt` with `target`."""
+
+    prompt: str
+    target: str
+
+
+@dataclass
+class EditBatch:
+    input_ids: torch.Tensor  # (B, L) long, right-padded
+    attention_mask: torch.Tensor  # (B, L) long
+    labels: torch.Tensor  # (B, L) long, shifted: token predicted at t, or IGNORE
+    target_lengths: list[int]  # target tokens per fact
+
+    @property
+    def predict_mask(self) -> torch.Tensor:
+        """(B, L) bool: positions whose logits predict a target token."""
+        return self.labels != IGNORE
+
+    def to(self, device: torch.device | str) -> EditBatch:
+        return EditBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
+            self.target_lengths,
+        )
+
+
+def target_prefix(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
+    """" " when the tokenizer marks word starts with a space and the prompt lacks one."""
+    if not prompt or prompt[-1].isspace():
+        return ""
+    spaced = tokenizer(" x", add_special_tokens=False)["input_ids"]
+    bare = tokenizer("x", add_special_tokens=False)["input_ids"]
+    # A tokenizer that turns " x" into a lone space token plus "x" (SentencePiece with a
+    # dummy prefix) already marks word starts itself: adding a space would be wrong.
+    if len(spaced) > len(bare) and tokenizer.decode(spaced[:1]).strip() == "":
+        return ""
+    return " " if spaced != bare else ""
+
+
+def tokenize_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, target: str
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, target ids), tokenised separately per MALMEN.md §2."""
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    target_ids = list(
+        tokenizer(target_prefix(tokenizer, prompt) + target, add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
+    if not prompt_ids or not target_ids:
+        raise EmptyEditError(f"empty prompt or target: {prompt!r} -> {target!r}")
+    return prompt_ids, target_ids
+
+
+def encode_edits(
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    max_length: int | None = None,
+) -> EditBatch:
+    """Tokenise edit pairs into one right-padded batch with shifted labels."""
+    if not requests:
+        raise ValueError("no edit requests")
+    rows: list[tuple[list[int], list[int]]] = []
+    for r in requests:
+        p, t = tokenize_pair(tokenizer, r.prompt, r.target)
+        if max_length is not None and len(p) + len(t) > max_length:
+            raise EditTooLongError(
+                f"prompt + target is {len(p) + len(t)} tokens, over the limit of {max_length}: "
+                f"{r.prompt[:60]!r}"
+            )
+        rows.append((p, t))
+    # The last target token is never fed to the model: nothing after it is predicted.
+    length = max(len(p) + len(t) - 1 for p, t in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+    for b, (p, t) in enumerate(rows):
+        seq = (p + t)[:-1]
+        input_ids[b, : len(seq)] = torch.tensor(seq)
+        attention_mask[b, : len(seq)] = 1
+        # logits at position len(p)-1+k predict target token k
+        start = len(p) - 1
+        labels[b, start : start + len(t)] = torch.tensor(t)
+    return EditBatch(input_ids, attention_mask, labels, [len(t) for _, t in rows])

@@ -1,0 +1,1 @@
+"""factpatch service: HTTP API, Redis queue, worker, version store, serving engine."""
