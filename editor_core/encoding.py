@@ -65,9 +65,10 @@ def target_prefix(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
         return ""
     spaced = tokenizer(" x", add_special_tokens=False)["input_ids"]
     bare = tokenizer("x", add_special_tokens=False)["input_ids"]
-    # A tokenizer that turns " x" into a lone space token plus "x" (SentencePiece with a
-    # dummy prefix) already marks word starts itself: adding a space would be wrong.
-    if len(spaced) > len(bare) and tokenizer.decode(spaced[:1]).strip() == "":
+    # SentencePiece with a dummy prefix (Llama-2 style) already marks a bare word as a
+    # word start ("x" -> "▁x"): adding a space would give an extra "▁" token.
+    first = tokenizer.convert_ids_to_tokens(bare[:1])
+    if first and str(first[0]).startswith("\u2581"):
         return ""
     return " " if spaced != bare else ""
 
