@@ -1,0 +1,201 @@
+"""MalmenEditor: fact corrections in, a weight delta out — without touching the model.
+
+    rows  = compute_rows(requests)   cache pass (keys u, value-gradients g) + hyper-network
+    S*    = solve(rows)              per-module ridge least squares with that layer's λ
+    delta = compute_delta(requests)  both; the model is bit-identical afterwards
+
+Writing the delta into the weights is `editor_core.apply`'s job and nobody else's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from editor_core.adapters import ModelAdapter
+from editor_core.checkpoint import CheckpointError, load_editor_state
+from editor_core.encoding import EditRequest, encode_edits
+from editor_core.hooks import cache_keys_and_outputs, grad_from
+from editor_core.hypernet import HyperConfig, HyperNetBank
+from editor_core.solve import ridge_solve
+
+if TYPE_CHECKING:
+    from editor_core.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EditorConfig:
+    hyper: HyperConfig = field(default_factory=HyperConfig)
+    lm_batch_size: int = 32  # facts per cache-pass mini-batch
+    hyper_chunk: int = 1024  # rows per hyper-network chunk
+    eta_scale: float = 1.0  # edit-time multiplier of every η (trades ES for LS)
+    lambda_override: float | None = None  # edit-time λ for every module
+    solve_dtype: Literal["float32", "float64"] = "float32"
+    max_length: int | None = None  # tokens per prompt + target
+
+
+@dataclass
+class EditRows:
+    keys: torch.Tensor  # (n, d_in) fp32
+    values: torch.Tensor  # (n, d_out) fp32, value differences d_j
+    owner: torch.Tensor  # (n,) long, index of the request each row came from
+
+
+@dataclass
+class CachedRows:
+    """Raw cache-pass rows of one module, before the hyper-network."""
+
+    keys: torch.Tensor  # (n, d_in) fp32
+    grads: torch.Tensor  # (n, d_out) fp32
+    owner: torch.Tensor  # (n,) long
+
+
+@dataclass
+class WeightDelta:
+    shifts: dict[str, torch.Tensor]  # module name -> S* (d_in, d_out) fp32, row convention
+    rows: dict[str, EditRows] = field(default_factory=dict)
+
+
+def target_loss_sum(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ token cross-entropy over the predicting positions (float32)."""
+    return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
+
+
+class MalmenEditor:
+    def __init__(
+        self, adapter: ModelAdapter, tokenizer: Any, nets: HyperNetBank, config: EditorConfig
+    ):
+        if nets.shapes != adapter.shapes():
+            raise CheckpointError(
+                f"hyper-networks are for modules {nets.shapes}, the model edits {adapter.shapes()}"
+            )
+        self.adapter = adapter
+        self.tokenizer = tokenizer
+        self.config = config
+        self.nets = nets.to(self.device)
+        self.nets.eval()  # normaliser frozen unless a trainer switches to train()
+        self.checkpoint_sha256: str | None = None
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def random_init(
+        cls, loaded: LoadedModel, config: EditorConfig | None = None, seed: int = 0
+    ) -> MalmenEditor:
+        config = config or EditorConfig()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            nets = HyperNetBank(loaded.adapter.shapes(), config.hyper)
+        return cls(loaded.adapter, loaded.tokenizer, nets, config)
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, loaded: LoadedModel, **overrides: Any) -> MalmenEditor:
+        """Load a checkpoint written by `save_editor`; `overrides` are EditorConfig fields."""
+        state, cfg, sha = load_editor_state(Path(path))
+        saved = {n: tuple(s) for n, s in cfg["modules"].items()}
+        if saved != loaded.adapter.shapes():
+            raise CheckpointError(
+                f"editor checkpoint {path} was trained for modules {saved} "
+                f"(model_type {cfg.get('model_type')}), but this model edits "
+                f"{loaded.adapter.shapes()}; train an editor for this model and layer set"
+            )
+        known = {f.name for f in fields(EditorConfig)}
+        editor_fields = {k: v for k, v in cfg.get("editor", {}).items() if k in known}
+        config = EditorConfig(hyper=HyperConfig(**cfg["hyper"]), **editor_fields)
+        config = replace(config, **overrides)
+        nets = HyperNetBank(loaded.adapter.shapes(), config.hyper)
+        nets.load_state_dict(state)
+        editor = cls(loaded.adapter, loaded.tokenizer, nets, config)
+        editor.checkpoint_sha256 = sha
+        return editor
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.adapter.model
+
+    @property
+    def model_config(self) -> Any:
+        return getattr(self.model, "config", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def lambdas(self) -> dict[str, float]:
+        if self.config.lambda_override is not None:
+            return {n: float(self.config.lambda_override) for n in self.adapter.names}
+        with torch.no_grad():
+            return {n: float(self.nets.lam(n)) for n in self.adapter.names}
+
+    # -- the cache pass ---------------------------------------------------------------
+    def cache(self, requests: Sequence[EditRequest]) -> dict[str, CachedRows]:
+        """Keys and value-gradients at the predicting positions, in LM mini-batches.
+
+        The loss is the SUM of token cross-entropy over target tokens, not the mean over
+        the mini-batch: with a mean, a fact's gradient would depend on which other facts
+        share its mini-batch, breaking chunk invariance and joint mode (edits computed
+        separately must equal edits computed together).  The frozen normaliser absorbs
+        the scale.
+        """
+        names = self.adapter.names
+        parts: dict[str, list[CachedRows]] = {n: [] for n in names}
+        bs = self.config.lm_batch_size
+        for start in range(0, len(requests), bs):
+            batch = encode_edits(
+                self.tokenizer, requests[start : start + bs], self.config.max_length
+            ).to(self.device)
+            mask = batch.predict_mask  # (B, L)
+            owner = mask.nonzero()[:, 0] + start  # (n_b,) same order as x[mask]
+            with cache_keys_and_outputs(self.adapter, mask) as cache:
+                with grad_from(self.adapter):
+                    logits = self.model(
+                        input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                    ).logits  # (B, L, V)
+                    loss = target_loss_sum(logits, batch.labels, mask)
+                outputs = [cache.outputs[n] for n in names]
+                grads = torch.autograd.grad(loss, outputs)
+            for n, g in zip(names, grads, strict=True):
+                parts[n].append(CachedRows(cache.keys[n], g[mask].float(), owner))
+            del logits, loss, outputs, grads, cache
+        return {
+            n: CachedRows(
+                torch.cat([p.keys for p in ps]),  # (n, d_in)
+                torch.cat([p.grads for p in ps]),  # (n, d_out)
+                torch.cat([p.owner for p in ps]),  # (n,)
+            )
+            for n, ps in parts.items()
+        }
+
+    def value_diffs(self, name: str, cached: CachedRows) -> torch.Tensor:
+        """Hyper-network over the rows in chunks (grad follows the caller's mode): (n, d_out)."""
+        c = self.config.hyper_chunk
+        out = [
+            self.nets.value_diffs(name, cached.keys[i : i + c], cached.grads[i : i + c])
+            for i in range(0, cached.keys.shape[0], c)
+        ]
+        return torch.cat(out) * self.config.eta_scale
+
+    # -- public API -------------------------------------------------------------------
+    def compute_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
+        cached = self.cache(requests)
+        with torch.no_grad():
+            return {n: EditRows(c.keys, self.value_diffs(n, c), c.owner) for n, c in cached.items()}
+
+    def solve(self, rows: dict[str, EditRows]) -> dict[str, torch.Tensor]:
+        lams = self.lambdas()
+        return {
+            n: ridge_solve(r.keys, r.values, lams[n], self.config.solve_dtype)
+            for n, r in rows.items()
+        }
+
+    def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta:
+        rows = self.compute_rows(requests)
+        return WeightDelta(shifts=self.solve(rows), rows=rows)

@@ -1,0 +1,64 @@
+"""`factpatch edit`: apply a batch of fact corrections to a model directory, offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from service.commands.train import data_dir_for, parse_layers
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("edit", help="write an edited copy of a model (one MALMEN batch)")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="default model or HF dir")
+    p.add_argument("--editor", type=Path, required=True, help="editor checkpoint directory")
+    p.add_argument("--facts", type=Path, required=True, help='JSONL {"prompt", "target"}')
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument("--layers", default=None, help="edited layers (must match the editor)")
+    p.add_argument("--eta-scale", type=float, default=None, help="edit-time η multiplier")
+    p.add_argument("--lambda", dest="lam", type=float, default=None, help="edit-time λ")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", type=Path, default=None, help="default: FACTPATCH_DATA_DIR")
+    p.set_defaults(func=run)
+
+
+def read_requests(path: Path) -> list:
+    from editor_core.encoding import EditRequest
+
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        if not isinstance(obj, dict) or not obj.get("prompt") or not obj.get("target"):
+            raise ValueError(f"{path}:{n}: each line needs non-empty 'prompt' and 'target'")
+        out.append(EditRequest(str(obj["prompt"]), str(obj["target"])))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from editor_core.apply import apply_delta, snapshot
+    from editor_core.config import ModelSpec
+    from editor_core.editor import MalmenEditor
+    from editor_core.loading import load_model
+
+    spec = ModelSpec(source=args.model, layers=parse_layers(args.layers), device=args.device)
+    loaded = load_model(spec, data_dir_for(args.model, args.data_dir))
+    overrides: dict = {}
+    if args.eta_scale is not None:
+        overrides["eta_scale"] = args.eta_scale
+    if args.lam is not None:
+        overrides["lambda_override"] = args.lam
+    editor = MalmenEditor.from_checkpoint(args.editor, loaded, **overrides)
+    requests = read_requests(args.facts)
+    delta = editor.compute_delta(requests)
+    apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
+    args.out.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(args.out, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(args.out)
+    log.info("%d facts applied; edited model written to %s", len(requests), args.out)
+    return 0

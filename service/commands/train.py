@@ -1,0 +1,95 @@
+"""`factpatch train`: meta-train a MALMEN editor for one model and layer set."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="meta-train a MALMEN editor (hyper-network) for a model")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="default model or HF dir")
+    p.add_argument("--data", type=Path, required=True, help="training facts, JSONL")
+    p.add_argument("--val-data", type=Path, default=None, help="validation facts, JSONL")
+    p.add_argument("--n-edits", type=int, default=64)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--rank", type=int, default=512)
+    p.add_argument("--blocks", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lambda-lr", type=float, default=1e-2)
+    p.add_argument("--loc-coef", type=float, default=1.0)
+    p.add_argument("--layers", default=None, help="edited layers, e.g. 24,25,26; default last 6")
+    p.add_argument("--lm-batch-size", type=int, default=32)
+    p.add_argument("--val-every", type=int, default=20)
+    p.add_argument("--val-n", type=int, default=64)
+    p.add_argument("--bf16-frozen", action="store_true", help="bf16 autocast below edited layers")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint dir (best/ and last/)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", type=Path, default=None, help="default: FACTPATCH_DATA_DIR")
+    p.set_defaults(func=run)
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    return tuple(int(x) for x in text.split(",") if x.strip()) if text else None
+
+
+def data_dir_for(model: str, data_dir: Path | None) -> Path | None:
+    from editor_core.loading import DEFAULT_MODEL
+
+    if data_dir is None and model == DEFAULT_MODEL:
+        from service.settings import Settings
+
+        return Settings().data_dir
+    return data_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from editor_core.checkpoint import sha256_file
+    from editor_core.config import ModelSpec
+    from editor_core.editor import EditorConfig, MalmenEditor
+    from editor_core.hypernet import HyperConfig
+    from editor_core.loading import load_model
+    from editor_core.trainer import MalmenTrainer, TrainConfig, read_train_examples
+
+    torch.manual_seed(args.seed)
+    spec = ModelSpec(
+        source=args.model, layers=parse_layers(args.layers), device=args.device, dtype="float32"
+    )
+    loaded = load_model(spec, data_dir_for(args.model, args.data_dir))
+    train = read_train_examples(args.data)
+    val = read_train_examples(args.val_data) if args.val_data else []
+    hyper = HyperConfig(rank=args.rank, n_blocks=args.blocks, lr=args.lr, lambda_lr=args.lambda_lr)
+    editor = MalmenEditor.random_init(
+        loaded, EditorConfig(hyper=hyper, lm_batch_size=args.lm_batch_size), seed=args.seed
+    )
+    cfg = TrainConfig(
+        n_edits=args.n_edits,
+        steps=args.steps,
+        lm_batch_size=args.lm_batch_size,
+        lr=args.lr,
+        lambda_lr=args.lambda_lr,
+        loc_coef=args.loc_coef,
+        val_every=args.val_every,
+        val_n=args.val_n,
+        seed=args.seed,
+        out_dir=args.out,
+        resume=args.resume,
+        bf16_frozen=args.bf16_frozen,
+        device=args.device,
+        meta={"training_data_sha256": sha256_file(args.data), "model": args.model},
+    )
+    result = MalmenTrainer(loaded, editor, train, val, cfg).train()
+    log.info(
+        "trained %d steps; best validation score %.3f; checkpoints in %s",
+        result["step"],
+        result["best_score"],
+        args.out,
+    )
+    return 0

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import torch
+
+from editor_core.baselines import FTConfig, FTEditor, MendEditor
+from editor_core.hooks import shifted
+from editor_core.metrics import token_accuracy
+from tests.editor_core.test_editor import editor_for, facts, hook_count, model_state, tiny_loaded
+
+
+def test_mend_sums_rank_one_shifts_and_differs_from_least_squares() -> None:
+    loaded = tiny_loaded()
+    editor = editor_for(loaded)
+    reqs = facts(5)
+    mend = MendEditor(editor).compute_delta(reqs)
+    malmen = editor.compute_delta(reqs)
+    name = loaded.adapter.names[0]
+    cached = editor.cache(reqs)
+    pu, pg, eta = editor.nets.pseudo(name, cached[name].keys, cached[name].grads)
+    torch.testing.assert_close(mend.shifts[name], -eta.detach() * pu.detach().T @ pg.detach())
+    assert (mend.shifts[name] - malmen.shifts[name]).norm() > 1e-3 * malmen.shifts[name].norm()
+
+
+def test_fine_tuning_baseline_edits_through_the_same_interface_and_is_pure() -> None:
+    loaded = tiny_loaded()
+    reqs = facts(4)
+    before, hooks = model_state(loaded.model), hook_count(loaded.model)
+    delta = FTEditor(
+        loaded.adapter, loaded.tokenizer, FTConfig(steps=30, lr=1e-1, max_norm=50.0)
+    ).compute_delta(reqs)
+    assert delta.rows == {}
+    assert all(s.norm() <= 50.0 + 1e-3 for s in delta.shifts.values())
+    after = model_state(loaded.model)
+    assert all(torch.equal(after[n][0], w) for n, (w, _, _) in before.items())
+    assert hook_count(loaded.model) == hooks
+    base_acc = sum(token_accuracy(loaded.model, loaded.tokenizer, reqs))
+    with shifted(loaded.adapter, delta.shifts):
+        acc = sum(token_accuracy(loaded.model, loaded.tokenizer, reqs))
+    assert acc > base_acc
