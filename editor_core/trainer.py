@@ -283,11 +283,17 @@ class MalmenTrainer:
         replace_dir(tmp, final)
 
 
-def read_train_examples(path: Path) -> list[TrainExample]:
+def read_train_examples(path: Path, neighborhood_fraction: float = 0.5) -> list[TrainExample]:
     """Training triples from JSONL lines {"prompt", "target", "paraphrases": [...],
-    "locality": {"prompt", "answer"?} or [{...}, ...]}; lines without a paraphrase or a
-    locality prompt are skipped (counted in the log).  The richer fact format of
-    `editor_core.data` is a superset of this one."""
+    "locality": {"prompt", "answer"?} or [...], "neighborhood": [...]}.
+
+    When a line has both pools, `neighborhood_fraction` of the examples (chosen by line
+    number, so the choice is deterministic) take their locality prompt from the
+    neighbourhood pool: the same relation and phrasing with another subject.  Those
+    teach the editor to key on the subject rather than the relation template (MALMEN.md
+    §6).  Lines without a paraphrase or any locality prompt are skipped (counted in the
+    log).  The richer fact format of `editor_core.data` is a superset of this one.
+    """
     import json
 
     out: list[TrainExample] = []
@@ -298,10 +304,13 @@ def read_train_examples(path: Path) -> list[TrainExample]:
         obj = json.loads(line)
         if not isinstance(obj, dict) or "prompt" not in obj or "target" not in obj:
             raise ValueError(f"{path}:{n}: needs 'prompt' and 'target'")
-        loc = obj.get("locality") or obj.get("neighborhood")
-        loc = loc[0] if isinstance(loc, list) and loc else loc
+        ordinary, neighbour = _first(obj.get("locality")), _first(obj.get("neighborhood"))
+        use_neighbour = neighbour is not None and (
+            ordinary is None or (n * 0.6180339887) % 1.0 < neighborhood_fraction
+        )
+        loc = neighbour if use_neighbour else ordinary
         paraphrases = obj.get("paraphrases") or []
-        if not paraphrases or not isinstance(loc, dict) or not loc.get("prompt"):
+        if not paraphrases or loc is None:
             skipped += 1
             continue
         out.append(
@@ -315,3 +324,9 @@ def read_train_examples(path: Path) -> list[TrainExample]:
     if skipped:
         log.warning("%s: %d lines without paraphrase or locality prompt skipped", path, skipped)
     return out
+
+
+def _first(pool: Any) -> dict[str, Any] | None:
+    """The first {"prompt", ...} of a locality field given as one object or a list."""
+    item = pool[0] if isinstance(pool, list) and pool else pool
+    return item if isinstance(item, dict) and item.get("prompt") else None

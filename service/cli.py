@@ -14,6 +14,7 @@ COMMANDS = (
     "service.commands.serve",
     "service.commands.prepare",
     "service.commands.train",
+    "service.commands.data",
     "service.commands.eval",
     "service.commands.edit",
 )

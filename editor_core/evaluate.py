@@ -1,0 +1,271 @@
+"""Evaluation of editors (MALMEN.md §4): ES, GS, LS (ordinary / neighbourhood), LS-gold,
+the generation check, edit wall time and peak memory.
+
+All accuracies are teacher-forced token accuracies averaged per example, in float32 under
+`torch.no_grad`, on right-padded batches built with `encode_edits`.  LS compares the edited
+model's argmax with the UNEDITED model's argmax at the positions that predict the answer
+tokens; a locality prompt without an answer is scored on the positions that predict the
+base model's own greedy continuation (`GREEDY_TOKENS` tokens).  `prepare_locality` runs on
+the unedited model once; the edited model is then compared against that record.
+
+The harness functions (`run_simultaneous`, `run_sequential`, `run_tradeoff`) take any
+editor with `compute_delta(requests) -> WeightDelta`; joint mode also needs
+`compute_rows` / `lambdas` (MalmenEditor).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import torch
+
+from editor_core.apply import apply_delta, restore, snapshot
+from editor_core.data.formats import Fact, LocalityPrompt
+from editor_core.editor import WeightDelta
+from editor_core.encoding import EditRequest, tokenize_pair
+from editor_core.loading import LoadedModel
+from editor_core.metrics import token_accuracy
+
+log = logging.getLogger(__name__)
+
+GREEDY_TOKENS = 4  # tokens of the base model's continuation scored for answer-less prompts
+BATCH_SIZE = 32
+
+
+class Editor(Protocol):
+    def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta: ...
+
+
+# -- greedy decoding ----------------------------------------------------------------------
+@torch.no_grad()
+def greedy_tokens(
+    model: torch.nn.Module, prompts: Sequence[list[int]], n_tokens: int, pad_id: int = 0
+) -> list[list[int]]:
+    """`n_tokens` greedy tokens after each prompt (right-padded batch, no KV cache)."""
+    device = next(model.parameters()).device
+    lengths = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
+    ids = torch.full((len(prompts), int(lengths.max()) + n_tokens), pad_id, dtype=torch.long,
+                     device=device)  # (B, L + n)
+    for b, p in enumerate(prompts):
+        ids[b, : len(p)] = torch.tensor(p, device=device)
+    rows = torch.arange(len(prompts), device=device)
+    out = []
+    for _ in range(n_tokens):
+        width = int(lengths.max())
+        mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+        logits = model(input_ids=ids[:, :width], attention_mask=mask).logits  # (B, W, V)
+        nxt = logits[rows, lengths - 1].float().argmax(-1)  # (B,)
+        ids[rows, lengths] = nxt
+        out.append(nxt)
+        lengths = lengths + 1
+    return torch.stack(out, 1).tolist() if out else [[] for _ in prompts]
+
+
+def generation_check(
+    model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
+    batch_size: int = BATCH_SIZE,
+) -> list[float]:
+    """1.0 where the greedy continuation starts with the target (whitespace-normalised)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float] = []
+    for i in range(0, len(requests), batch_size):
+        chunk = requests[i : i + batch_size]
+        pairs = [tokenize_pair(tokenizer, r.prompt, r.target) for r in chunk]
+        n = max(len(t) for _, t in pairs) + 1
+        gen = greedy_tokens(model, [p for p, _ in pairs], n, pad)
+        for r, g in zip(chunk, gen, strict=True):
+            text = " ".join(tokenizer.decode(g, skip_special_tokens=True).split())
+            out.append(float(text.startswith(" ".join(r.target.split()))))
+    return out
+
+
+# -- locality -----------------------------------------------------------------------------
+@dataclass
+class LocalitySet:
+    """Locality prompts tokenised, with the unedited model's argmax at scored positions."""
+
+    prompts: list[LocalityPrompt]
+    sequences: list[list[int]]  # prompt ids + scored continuation ids (last one not fed)
+    start: list[int]  # first scored position (the last prompt token)
+    gold: list[list[int] | None]  # gold answer ids, None without an answer
+    base: list[torch.Tensor]  # (k,) unedited argmax at the k scored positions
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, idx: Sequence[int]) -> LocalitySet:
+        return LocalitySet(*[[getattr(self, f)[i] for i in idx] for f in
+                             ("prompts", "sequences", "start", "gold", "base")])
+
+
+@torch.no_grad()
+def _argmax_at(model: torch.nn.Module, loc: LocalitySet, pad: int, batch_size: int
+               ) -> list[torch.Tensor]:
+    device = next(model.parameters()).device
+    out: list[torch.Tensor] = []
+    for i in range(0, len(loc), batch_size):
+        seqs = [s[:-1] for s in loc.sequences[i : i + batch_size]]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)  # (B, W)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for b, s in enumerate(seqs):
+            ids[b, : len(s)] = torch.tensor(s)
+            mask[b, : len(s)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        top = logits.float().argmax(-1).cpu()  # (B, W)
+        for b, s in enumerate(seqs):
+            start = loc.start[i + b]
+            out.append(top[b, start : len(s)])  # positions predicting the continuation
+    return out
+
+
+def prepare_locality(
+    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[LocalityPrompt],
+    greedy: int = GREEDY_TOKENS, batch_size: int = BATCH_SIZE,
+) -> LocalitySet:
+    """Tokenise locality prompts and record the UNEDITED model's argmax (call before editing)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prompt_ids: list[list[int]] = []
+    gold: list[list[int] | None] = []
+    for p in prompts:
+        if p.answer:
+            pid, aid = tokenize_pair(tokenizer, p.prompt, p.answer)
+            prompt_ids.append(pid)
+            gold.append(aid)
+        else:
+            prompt_ids.append(list(tokenizer(p.prompt, add_special_tokens=True)["input_ids"]))
+            gold.append(None)
+    free = [i for i, g in enumerate(gold) if g is None]
+    cont: dict[int, list[int]] = {}
+    for j in range(0, len(free), batch_size):
+        idx = free[j : j + batch_size]
+        for i, toks in zip(idx, greedy_tokens(model, [prompt_ids[i] for i in idx], greedy, pad),
+                           strict=True):
+            cont[i] = toks
+    sequences = [p + (g if g is not None else cont[i]) for i, (p, g) in
+                 enumerate(zip(prompt_ids, gold, strict=True))]
+    loc = LocalitySet(list(prompts), sequences, [len(p) - 1 for p in prompt_ids], gold, [])
+    loc.base = _argmax_at(model, loc, pad, batch_size)
+    return loc
+
+
+def locality_scores(
+    model: torch.nn.Module, tokenizer: Any, loc: LocalitySet, batch_size: int = BATCH_SIZE
+) -> dict[str, float | None]:
+    """{"ls": agreement with the unedited argmax, "ls_gold": accuracy vs gold answers}."""
+    if not len(loc):
+        return {"ls": None, "ls_gold": None}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    now = _argmax_at(model, loc, pad, batch_size)
+    ls = [float((a == b).float().mean()) for a, b in zip(now, loc.base, strict=True)]
+    gold = [float((a == torch.tensor(g)).float().mean())
+            for a, g in zip(now, loc.gold, strict=True) if g is not None]
+    return {"ls": _mean(ls), "ls_gold": _mean(gold)}
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+# -- memory -------------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- one evaluation -----------------------------------------------------------------------
+def requests_of(facts: Sequence[Fact]) -> list[EditRequest]:
+    return [EditRequest(f.prompt, f.target) for f in facts]
+
+
+def paraphrase_requests(facts: Sequence[Fact]) -> list[EditRequest]:
+    return [EditRequest(p, f.target) for f in facts for p in f.paraphrases]
+
+
+def score_edited(
+    loaded: LoadedModel, facts: Sequence[Fact], ordinary: LocalitySet, neighborhood: LocalitySet,
+    batch_size: int = BATCH_SIZE,
+) -> dict[str, float | None]:
+    """All quality metrics of the model as it is now, for the edits `facts`."""
+    model, tok = loaded.model, loaded.tokenizer
+    reqs, para = requests_of(facts), paraphrase_requests(facts)
+    ordinary_s = locality_scores(model, tok, ordinary, batch_size)
+    neighbour_s = locality_scores(model, tok, neighborhood, batch_size)
+    return {
+        "es": _mean(token_accuracy(model, tok, reqs, batch_size)),
+        "gs": _mean(token_accuracy(model, tok, para, batch_size)) if para else None,
+        "generation": _mean(generation_check(model, tok, reqs, batch_size)),
+        "ls_ordinary": ordinary_s["ls"],
+        "ls_gold_ordinary": ordinary_s["ls_gold"],
+        "ls_neighborhood": neighbour_s["ls"],
+        "ls_gold_neighborhood": neighbour_s["ls_gold"],
+    }
+
+
+def timed_delta(editor: Editor, requests: Sequence[EditRequest], device: torch.device
+                ) -> tuple[WeightDelta, dict[str, float]]:
+    """Compute a delta, with its wall time and peak memory (RSS; CUDA allocator on GPU)."""
+    rss0 = peak_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    delta = editor.compute_delta(requests)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    cost = {"edit_seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_growth_mb": peak_rss_mb() - rss0}
+    if device.type == "cuda":
+        cost["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return delta, cost
+
+
+def evaluate_edit(
+    loaded: LoadedModel, editor: Editor, facts: Sequence[Fact], ordinary: LocalitySet,
+    neighborhood: LocalitySet, batch_size: int = BATCH_SIZE,
+) -> dict[str, Any]:
+    """Apply all `facts` at once, score, restore the base weights (bit-exact)."""
+    masters = snapshot(loaded.adapter)
+    device = next(loaded.model.parameters()).device
+    try:
+        delta, cost = timed_delta(editor, requests_of(facts), device)
+        apply_delta(loaded.adapter, delta, masters)
+        return {"n": len(facts), **score_edited(loaded, facts, ordinary, neighborhood, batch_size),
+                **cost}
+    finally:
+        restore(loaded.adapter, masters)
+
+
+def neighbourhood_of(facts: Sequence[Fact], pool: LocalitySet) -> LocalitySet:
+    """The neighbourhood prompts of `facts` that are in `pool`; the whole pool when the facts
+    carry none (a free-standing neighbourhood file)."""
+    wanted = {p for f in facts for p in f.neighborhood}
+    if not wanted:
+        return pool
+    return pool.subset([i for i, p in enumerate(pool.prompts) if p in wanted])
+
+
+def with_overrides(editor: Any, eta_scale: float | None, lambda_override: float | None) -> Any:
+    """Set edit-time knobs on an editor whose `config` is a dataclass (MalmenEditor)."""
+    changes: dict[str, Any] = {}
+    if eta_scale is not None:
+        changes["eta_scale"] = eta_scale
+    if lambda_override is not None:
+        changes["lambda_override"] = lambda_override
+    if changes:
+        editor.config = replace(editor.config, **changes)
+    return editor
+
+
+def sample_facts(facts: Sequence[Fact], n: int, seed: int) -> list[Fact] | None:
+    """n facts drawn without replacement, or None when the set is smaller than n."""
+    if n > len(facts):
+        return None
+    return random.Random(seed * 100_003 + n).sample(list(facts), n)
+

@@ -1,0 +1,87 @@
+"""PNG plots of evaluation results (matplotlib, Agg backend; no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+METRICS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood")
+LABELS = {
+    "es": "ES (edit)", "gs": "GS (paraphrase)", "generation": "generation check",
+    "ls_ordinary": "LS ordinary", "ls_neighborhood": "LS neighbourhood",
+    "es_first_batch": "ES of first batch",
+}
+
+
+def _grid(n: int) -> tuple[Any, list[Any]]:
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+    return fig, list(axes[0])
+
+
+def plot_vs_n(simultaneous: dict[str, dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Each metric against the number of simultaneous edits (log2 axis), one line per editor."""
+    fig, axes = _grid(len(METRICS))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for editor, by_n in simultaneous.items():
+            pts = sorted((int(n), m[metric]) for n, m in by_n.items() if m.get(metric) is not None)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=editor)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("edits N")
+        ax.set_title(LABELS[metric])
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Metrics against edits so far, one line per (editor, mode)."""
+    metrics = (*METRICS, "es_first_batch")
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for run, history in sequential.items():
+            pts = [(h["edits"], h[metric]) for h in history if h.get(metric) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker=".", label=run)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("edits so far")
+        ax.set_title(LABELS[metric])
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_tradeoff(tradeoff: list[dict[str, Any]], path: Path) -> Path:
+    """ES against LS (ordinary and neighbourhood) as the edit-time η scale and λ vary."""
+    fig, axes = _grid(2)
+    for ax, ls in zip(axes, ("ls_ordinary", "ls_neighborhood"), strict=True):
+        for knob, marker in (("eta", "o"), ("lambda", "s")):
+            rows = [r for r in tradeoff if (r["lambda"] is None) == (knob == "eta")]
+            rows = [r for r in rows if r.get(ls) is not None and r.get("es") is not None]
+            if not rows:
+                continue
+            ax.plot([r[ls] for r in rows], [r["es"] for r in rows], marker=marker,
+                    label="η scale" if knob == "eta" else "λ")
+            for r in rows:
+                tag = f"η×{r['eta_scale']:g}" if knob == "eta" else f"λ={r['lambda']:g}"
+                ax.annotate(tag, (r[ls], r["es"]), fontsize=7)
+        ax.set_xlabel(LABELS[ls])
+        ax.set_ylabel("ES")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

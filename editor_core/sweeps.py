@@ -1,0 +1,114 @@
+"""Evaluation sweeps over editors: N simultaneous edits, sequential batches, ES–LS trade-off.
+
+Every sweep restores the base weights when it ends; results are plain dicts (JSON-able).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from editor_core.apply import apply_delta, restore, snapshot
+from editor_core.data.formats import Fact
+from editor_core.evaluate import (
+    BATCH_SIZE,
+    Editor,
+    LocalitySet,
+    evaluate_edit,
+    neighbourhood_of,
+    requests_of,
+    sample_facts,
+    score_edited,
+    timed_delta,
+)
+from editor_core.joint import EditLedger, split_rows
+from editor_core.loading import LoadedModel
+from editor_core.metrics import token_accuracy
+
+log = logging.getLogger(__name__)
+
+
+def run_simultaneous(
+    loaded: LoadedModel, editors: dict[str, Editor], facts: Sequence[Fact], ns: Sequence[int],
+    ordinary: LocalitySet, neighborhood: LocalitySet, seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+) -> dict[str, dict[str, Any]]:
+    """{editor: {str(N): metrics}} with N edits applied at once (same facts per N)."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in editors}
+    jobs = [(name, n) for n in ns for name in editors]
+    for name, n in tqdm(jobs, desc="simultaneous", unit="run"):
+        chosen = sample_facts(facts, n, seed)
+        if chosen is None:
+            msg = f"N={n} exceeds the {len(facts)} facts available"
+            log.warning("%s: skipped, %s", name, msg)
+            out[name][str(n)] = {"n": n, "skipped": msg}
+            continue
+        nb = neighbourhood_of(chosen, neighborhood)
+        out[name][str(n)] = evaluate_edit(loaded, editors[name], chosen, ordinary, nb, batch_size)
+    return out
+
+
+def run_sequential(
+    loaded: LoadedModel, editor: Any, mode: str, facts: Sequence[Fact], n_batches: int,
+    batch: int, ordinary: LocalitySet, neighborhood: LocalitySet, seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+) -> list[dict[str, Any]]:
+    """Batches of edits applied one after another; metrics after each batch.
+
+    mode "joint": every edit's rows are kept (computed against the base weights) and one
+        least-squares solve over all edits so far is applied to the base weights.
+    mode "sequential": each batch's delta is computed on the already edited model and
+        added to the current weights.
+    """
+    if mode not in ("joint", "sequential"):
+        raise ValueError(f"unknown sequential mode {mode!r}")
+    total = min(len(facts), n_batches * batch)
+    chosen = sample_facts(facts, total, seed) or []
+    batches = [chosen[i : i + batch] for i in range(0, total, batch)]
+    base = snapshot(loaded.adapter)
+    ledger = EditLedger()
+    tok = loaded.tokenizer
+    device = next(loaded.model.parameters()).device
+    history: list[dict[str, Any]] = []
+    try:
+        for t, facts_t in enumerate(tqdm(batches, desc=f"sequential/{mode}", unit="batch")):
+            reqs = requests_of(facts_t)
+            if mode == "joint":
+                restore(loaded.adapter, base)  # rows against the base weights
+                rows = editor.compute_rows(reqs)
+                for i, r in enumerate(split_rows(rows, len(reqs))):
+                    ledger.add(facts_t[i].id, facts_t[i].prompt, r)
+                apply_delta(loaded.adapter, ledger.solve(editor.lambdas()), base)
+            else:
+                delta, _ = timed_delta(editor, reqs, device)
+                apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
+            so_far = [f for b in batches[: t + 1] for f in b]
+            nb = neighbourhood_of(so_far, neighborhood)
+            metrics = score_edited(loaded, so_far, ordinary, nb, batch_size)
+            first = token_accuracy(loaded.model, tok, requests_of(batches[0]), batch_size)
+            history.append({"batch": t + 1, "edits": len(so_far),
+                            "es_first_batch": sum(first) / len(first), **metrics})
+    finally:
+        restore(loaded.adapter, base)
+    return history
+
+
+def run_tradeoff(
+    loaded: LoadedModel, make_editor: Callable[[float | None, float | None], Editor],
+    facts: Sequence[Fact], n: int, eta_scales: Sequence[float], lambdas: Sequence[float],
+    ordinary: LocalitySet, neighborhood: LocalitySet, seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+) -> list[dict[str, Any]]:
+    """ES/GS/LS at N edits as the edit-time η scale (λ from the editor) and λ (η × 1) vary."""
+    chosen = sample_facts(facts, min(n, len(facts)), seed) or []
+    nb = neighbourhood_of(chosen, neighborhood)
+    grid: list[tuple[float | None, float | None]] = [(e, None) for e in eta_scales]
+    grid += [(None, lam) for lam in lambdas]
+    out = []
+    for eta, lam in tqdm(grid, desc="trade-off", unit="setting"):
+        metrics = evaluate_edit(loaded, make_editor(eta, lam), chosen, ordinary, nb, batch_size)
+        out.append({"eta_scale": eta if eta is not None else 1.0, "lambda": lam, **metrics})
+    return out

@@ -1,0 +1,234 @@
+"""`factpatch eval`: editors × N simultaneous edits, sequential batches, ES–LS trade-off.
+
+    factpatch eval --model smollm2-135m-instruct --editor runs/editor \\
+        --facts data/facts/test.jsonl --locality data/facts/locality_test.jsonl \\
+        --neighborhood data/facts/neighborhood_test.jsonl --n 1,16,64,256,1024 \\
+        --editors malmen,mend,ft --sequential-batches 16 --batch 64 --out runs/eval [--realworld]
+
+Writes results.json, results.md and PNG plots to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NS = "1,16,64,256,1024"
+MAX_LOCALITY = 256  # locality prompts scored per pool
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate editors: ES, GS, LS, generation, time, memory")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--layers", default=None, help="edited layers, e.g. 24,25,26 (default last 6)")
+    p.add_argument("--editor", type=Path, default=None,
+                   help="MALMEN checkpoint dir (default: untrained, identity network)")
+    p.add_argument("--facts", type=Path, default=None, help="native facts JSONL")
+    p.add_argument("--locality", type=Path, default=None, help="ordinary locality JSONL")
+    p.add_argument("--neighborhood", type=Path, default=None,
+                   help="neighbourhood JSONL (used when facts carry no neighbourhood prompts)")
+    p.add_argument("--realworld", action="store_true",
+                   help="also evaluate the shipped real-world edits (+ real-world locality)")
+    p.add_argument("--n", default=DEFAULT_NS, help="simultaneous edit counts")
+    p.add_argument("--editors", default="malmen,mend,ft", help="malmen, mend, ft, none")
+    p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
+    p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
+    p.add_argument("--sequential-editors", default="malmen")
+    p.add_argument("--tradeoff-n", type=int, default=64, help="0 disables the trade-off sweep")
+    p.add_argument("--eta-scale", default="0.25,0.5,1,2", help="η scales for the trade-off")
+    p.add_argument("--lambda", dest="lambdas", default="1,10,100,1000", help="λ for the trade-off")
+    p.add_argument("--max-locality", type=int, default=MAX_LOCALITY)
+    p.add_argument("--batch-size", type=int, default=32, help="LM batch size for scoring")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=run)
+
+
+def _sample(items: list[Any], n: int, seed: int) -> list[Any]:
+    return items if len(items) <= n else random.Random(seed).sample(items, n)
+
+
+def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """{name: editor} for --editors, and a factory (η scale, λ) -> MALMEN editor."""
+    from editor_core.baselines import FTEditor, MendEditor
+    from editor_core.editor import MalmenEditor
+    from editor_core.evaluate import with_overrides
+
+    def malmen(eta: float | None = None, lam: float | None = None) -> Any:
+        if args.editor is None:
+            log.warning("no --editor checkpoint: MALMEN uses an untrained (identity) network")
+            ed = MalmenEditor.random_init(loaded)
+        else:
+            ed = MalmenEditor.from_checkpoint(args.editor, loaded)
+        return with_overrides(ed, eta, lam)
+
+    editors: dict[str, Any] = {}
+    for name in [e.strip() for e in args.editors.split(",") if e.strip()]:
+        if name == "malmen":
+            editors[name] = malmen()
+        elif name == "mend":
+            editors[name] = MendEditor(malmen())
+        elif name == "ft":
+            editors[name] = FTEditor(loaded.adapter, loaded.tokenizer)
+        elif name == "none":
+            editors[name] = NoEdit()
+        else:
+            raise SystemExit(f"unknown editor {name!r} (malmen, mend, ft, none)")
+    return editors, malmen
+
+
+class NoEdit:
+    """The unedited model, as an editor: the reference row of every table."""
+
+    def compute_delta(self, requests: Any) -> Any:
+        from editor_core.editor import WeightDelta
+
+        return WeightDelta(shifts={})
+
+
+def evaluate_set(loaded: Any, editors: dict[str, Any], make_malmen: Any, facts: list[Any],
+                 ordinary: list[Any], neighbours: list[Any], args: argparse.Namespace
+                 ) -> dict[str, Any]:
+    from editor_core.evaluate import prepare_locality
+    from editor_core.sweeps import run_sequential, run_simultaneous, run_tradeoff
+
+    attached = [p for f in facts for p in f.neighborhood]
+    nb_prompts = list(dict.fromkeys(attached)) if attached else _sample(
+        neighbours, args.max_locality, args.seed)
+    ordinary_set = prepare_locality(loaded.model, loaded.tokenizer,
+                                    _sample(ordinary, args.max_locality, args.seed))
+    nb_set = prepare_locality(loaded.model, loaded.tokenizer, nb_prompts)
+    ns = _ints(args.n)
+    out: dict[str, Any] = {"n_facts": len(facts), "n_ordinary": len(ordinary_set),
+                           "n_neighborhood": len(nb_set)}
+    out["simultaneous"] = run_simultaneous(loaded, editors, facts, ns, ordinary_set,
+                                           nb_set, args.seed, args.batch_size)
+    out["sequential"] = {}
+    if args.sequential_batches > 0:
+        for name in [e.strip() for e in args.sequential_editors.split(",") if e.strip()]:
+            if name not in editors:
+                continue
+            modes = ("joint", "sequential") if hasattr(editors[name], "compute_rows") else (
+                "sequential",)
+            for mode in modes:
+                out["sequential"][f"{name}/{mode}"] = run_sequential(
+                    loaded, editors[name], mode, facts, args.sequential_batches, args.batch,
+                    ordinary_set, nb_set, args.seed, args.batch_size)
+    out["tradeoff"] = []
+    if args.tradeoff_n > 0 and "malmen" in editors:
+        out["tradeoff"] = run_tradeoff(loaded, make_malmen, facts, args.tradeoff_n,
+                                       _floats(args.eta_scale), _floats(args.lambdas),
+                                       ordinary_set, nb_set, args.seed, args.batch_size)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from editor_core.config import ModelSpec
+    from editor_core.data import read_facts, read_locality, realworld_facts, realworld_locality
+    from editor_core.loading import load_model
+    from editor_core.plots import plot_sequential, plot_tradeoff, plot_vs_n
+
+    torch.manual_seed(args.seed)
+    layers = tuple(_ints(args.layers)) if args.layers else None
+    loaded = load_model(ModelSpec(source=args.model, layers=layers, device=args.device,
+                                  dtype=args.dtype), args.data_dir)
+    editors, make_malmen = build_editors(loaded, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"meta": {
+        "model": args.model, "editor": str(args.editor) if args.editor else None,
+        "editors": list(editors), "seed": args.seed, "n": _ints(args.n),
+        "device": str(next(loaded.model.parameters()).device),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }}
+    sets: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+    if args.facts is not None:
+        sets["facts"] = (
+            read_facts(args.facts),
+            read_locality(args.locality) if args.locality else realworld_locality(),
+            read_locality(args.neighborhood) if args.neighborhood else [],
+        )
+    if args.realworld:
+        sets["realworld"] = (realworld_facts(), realworld_locality(), [])
+    if not sets:
+        raise SystemExit("nothing to evaluate: give --facts and/or --realworld")
+    for name, (facts, ordinary, neighbours) in sets.items():
+        log.info("evaluating %s: %d facts", name, len(facts))
+        res = evaluate_set(loaded, editors, make_malmen, facts, ordinary, neighbours, args)
+        results[name] = res
+        plot_vs_n(res["simultaneous"], args.out / f"{name}_vs_n.png", title=name)
+        if res["sequential"]:
+            plot_sequential(res["sequential"], args.out / f"{name}_sequential.png")
+        if res["tradeoff"]:
+            plot_tradeoff(res["tradeoff"], args.out / f"{name}_tradeoff.png")
+    (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    markdown = write_markdown(results)
+    (args.out / "results.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------
+_COLUMNS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood", "ls_gold_ordinary",
+            "ls_gold_neighborhood", "edit_seconds", "peak_rss_mb")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def write_markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [f"# factpatch eval: {meta['model']}", "",
+             f"editor checkpoint: {meta['editor']}; device {meta['device']}; seed {meta['seed']}"]
+    for name in ("facts", "realworld"):
+        res = results.get(name)
+        if res is None:
+            continue
+        lines += ["", f"## {name}: {res['n_facts']} facts, {res['n_ordinary']} ordinary and "
+                  f"{res['n_neighborhood']} neighbourhood locality prompts", "",
+                  "### N simultaneous edits", ""]
+        rows = []
+        for editor, by_n in res["simultaneous"].items():
+            for n, m in by_n.items():
+                if "skipped" in m:
+                    rows.append([editor, n, m["skipped"]] + [None] * (len(_COLUMNS) - 1))
+                else:
+                    rows.append([editor, n] + [m.get(c) for c in _COLUMNS])
+        lines += _table(["editor", "N", *_COLUMNS], rows)
+        for run_name, history in res["sequential"].items():
+            cols = ["edits", "es", "gs", "ls_ordinary", "ls_neighborhood", "es_first_batch"]
+            lines += ["", f"### sequential: {run_name}", ""]
+            lines += _table(cols, [[h.get(c) for c in cols] for h in history])
+        if res["tradeoff"]:
+            cols = ["eta_scale", "lambda", "es", "gs", "ls_ordinary", "ls_neighborhood"]
+            lines += ["", "### ES–LS trade-off (edit-time knobs)", ""]
+            lines += _table(cols, [[t.get(c) for c in cols] for t in res["tradeoff"]])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,133 @@
+"""Metrics and the eval harness on tiny random models (no downloads)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from editor_core.config import ModelSpec
+from editor_core.data.formats import Fact, LocalityPrompt, write_facts, write_locality
+from editor_core.encoding import EditRequest, tokenize_pair
+from editor_core.evaluate import (
+    generation_check,
+    locality_scores,
+    prepare_locality,
+    score_edited,
+)
+from editor_core.loading import load_model
+from editor_core.metrics import token_accuracy
+from tests.tiny import tiny_model, tiny_tokenizer
+
+REQUESTS = [
+    EditRequest("The capital of France is", "Rome"),
+    EditRequest("Q: Where is the Eiffel Tower? A:", "Berlin city"),
+]
+LOCALITY = [LocalityPrompt("The capital of Spain is", "Madrid"), LocalityPrompt("What was born in")]
+
+
+class Forced(torch.nn.Module):
+    """A tiny LM that is made to continue each request's prompt with its target."""
+
+    def __init__(self, base: torch.nn.Module, tokenizer: Any, requests: list[EditRequest]):
+        super().__init__()
+        self.base = base
+        self.next: dict[tuple[int, ...], int] = {}
+        for r in requests:
+            p, t = tokenize_pair(tokenizer, r.prompt, r.target)
+            seq = p + t
+            for k in range(len(p), len(seq)):
+                self.next[tuple(seq[:k])] = seq[k]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        out = self.base(input_ids=input_ids, attention_mask=attention_mask)
+        logits = out.logits.clone()
+        for b in range(input_ids.shape[0]):
+            ids = input_ids[b].tolist()
+            for t in range(int(attention_mask[b].sum())):
+                tok = self.next.get(tuple(ids[: t + 1]))
+                if tok is not None:
+                    logits[b, t, tok] = logits[b, t].max() + 100.0
+        out.logits = logits
+        return out
+
+
+def test_forced_model_scores_one_and_base_model_does_not() -> None:
+    tok, base = tiny_tokenizer(), tiny_model()
+    forced = Forced(base, tok, REQUESTS)
+    assert token_accuracy(forced, tok, REQUESTS) == [1.0, 1.0]
+    assert generation_check(forced, tok, REQUESTS) == [1.0, 1.0]
+    assert generation_check(base, tok, REQUESTS) == [0.0, 0.0]
+
+
+def test_locality_is_one_for_the_unedited_model_and_drops_when_changed() -> None:
+    tok, model = tiny_tokenizer(), tiny_model()
+    loc = prepare_locality(model, tok, LOCALITY, greedy=3)
+    assert len(loc.base[0]) == len(tokenize_pair(tok, LOCALITY[0].prompt, "Madrid")[1])
+    assert len(loc.base[1]) == 3  # answer-less: the base model's own greedy tokens
+    scores = locality_scores(model, tok, loc)
+    assert scores["ls"] == 1.0
+    assert scores["ls_gold"] is not None and 0.0 <= scores["ls_gold"] <= 1.0
+    other = tiny_model(seed=1)
+    assert locality_scores(other, tok, loc)["ls"] < 1.0
+
+
+def _facts() -> list[Fact]:
+    words = ["Rome", "Berlin", "Paris", "Madrid", "London", "Tokyo"]
+    return [
+        Fact(id=f"f{i}", prompt=f"The capital of country {i} is", target=words[i % 6],
+             paraphrases=(f"Q: What is the capital of country {i}? A:",),
+             neighborhood=(LocalityPrompt(f"The capital of country {i + 50} is", words[(i + 1) % 6]),))
+        for i in range(12)
+    ]
+
+
+def test_score_edited_keys(tiny_dir: Path) -> None:
+    loaded = load_model(ModelSpec(source=str(tiny_dir), device="cpu"))
+    facts = _facts()[:3]
+    ordinary = prepare_locality(loaded.model, loaded.tokenizer, LOCALITY)
+    nb = prepare_locality(loaded.model, loaded.tokenizer, [f.neighborhood[0] for f in facts])
+    m = score_edited(loaded, facts, ordinary, nb)
+    assert m["ls_ordinary"] == 1.0 and m["ls_neighborhood"] == 1.0
+    assert set(m) >= {"es", "gs", "generation", "ls_gold_ordinary", "ls_gold_neighborhood"}
+
+
+@pytest.fixture
+def eval_args(tiny_dir: Path, tmp_path: Path) -> argparse.Namespace:
+    from service.commands import eval as eval_cmd
+
+    write_facts(tmp_path / "facts.jsonl", _facts())
+    write_locality(tmp_path / "loc.jsonl", LOCALITY)
+    parser = argparse.ArgumentParser()
+    eval_cmd.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args([
+        "eval", "--model", str(tiny_dir), "--device", "cpu", "--facts", str(tmp_path / "facts.jsonl"),
+        "--locality", str(tmp_path / "loc.jsonl"), "--n", "1,4,16", "--editors", "none,malmen,ft",
+        "--sequential-batches", "2", "--batch", "3", "--tradeoff-n", "4", "--eta-scale", "0.5,1",
+        "--lambda", "10", "--out", str(tmp_path / "out"), "--realworld",
+    ])
+
+
+def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
+    assert eval_args.func(eval_args) == 0
+    out: Path = eval_args.out
+    results = json.loads((out / "results.json").read_text())
+    for name in ("facts", "realworld"):
+        sim = results[name]["simultaneous"]
+        assert set(sim) == {"none", "malmen", "ft"}
+        for by_n in sim.values():
+            assert set(by_n) == {"1", "4", "16"}
+    assert "skipped" in results["facts"]["simultaneous"]["ft"]["16"]  # 12 facts < 16
+    assert results["facts"]["simultaneous"]["none"]["4"]["ls_ordinary"] == 1.0
+    seq = results["facts"]["sequential"]
+    assert set(seq) == {"malmen/joint", "malmen/sequential"}
+    assert [h["edits"] for h in seq["malmen/joint"]] == [3, 6]
+    assert len(results["facts"]["tradeoff"]) == 3
+    for png in ("facts_vs_n.png", "facts_sequential.png", "facts_tradeoff.png", "realworld_vs_n.png"):
+        assert (out / png).stat().st_size > 1000
+    md = (out / "results.md").read_text()
+    assert "N simultaneous edits" in md and "| malmen |" in md
