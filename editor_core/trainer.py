@@ -15,6 +15,7 @@ Memory: the n × (d_in + d_out) rows per module plus one d_in² Gram at a time.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +68,9 @@ class TrainConfig:
     clip_norm: float = 1.0
     progress: bool = True
     meta: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints
+    # Stop cleanly (saving `last/`) after this much wall time, so that a long run can be
+    # done in resumable pieces on machines that are taken back from time to time.
+    max_seconds: float | None = None
 
 
 class MalmenTrainer:
@@ -237,7 +241,12 @@ class MalmenTrainer:
         val = self.val_set[: cfg.val_n]
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="meta-train")
         metrics: dict[str, float] = {}
+        started = time.monotonic()
         while self.step < cfg.steps:
+            if cfg.max_seconds is not None and time.monotonic() - started > cfg.max_seconds:
+                log.info("time budget of %.0f s spent at step %d", cfg.max_seconds, self.step)
+                self.save("last", metrics)
+                break
             stats = self.meta_step(self.sample(self.step))
             self.step += 1
             entry: dict[str, Any] = {"step": self.step, **stats}

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16-frozen", action="store_true", help="bf16 autocast below edited layers")
     p.add_argument("--out", type=Path, required=True, help="checkpoint dir (best/ and last/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this")
+    p.add_argument("--ckpt-every", type=int, default=20)
+    p.add_argument("--neighborhood-fraction", type=float, default=0.5,
+                   help="share of locality prompts taken from the neighbourhood pool")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path, default=None, help="default: FACTPATCH_DATA_DIR")
@@ -63,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         source=args.model, layers=parse_layers(args.layers), device=args.device, dtype="float32"
     )
     loaded = load_model(spec, data_dir_for(args.model, args.data_dir))
-    train = read_train_examples(args.data)
-    val = read_train_examples(args.val_data) if args.val_data else []
+    train = read_train_examples(args.data, args.neighborhood_fraction)
+    val = read_train_examples(args.val_data, args.neighborhood_fraction) if args.val_data else []
     hyper = HyperConfig(rank=args.rank, n_blocks=args.blocks, lr=args.lr, lambda_lr=args.lambda_lr)
     editor = MalmenEditor.random_init(
         loaded, EditorConfig(hyper=hyper, lm_batch_size=args.lm_batch_size), seed=args.seed
@@ -83,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         bf16_frozen=args.bf16_frozen,
         device=args.device,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        ckpt_every=args.ckpt_every,
         meta={"training_data_sha256": sha256_file(args.data), "model": args.model},
     )
     result = MalmenTrainer(loaded, editor, train, val, cfg).train()

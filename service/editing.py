@@ -1,0 +1,202 @@
+"""The worker's view of editor_core: load the editor, compute and store edit rows, solve.
+
+Joint mode: each edit's rows (keys and value differences, computed once against the *base*
+weights) are stored under `data_dir/edits/{edit_id}.safetensors` with a JSON sidecar
+holding their sha256; a version's weights are `base + solve(all live edits)`.
+Sequential mode: each batch is solved against the parent version's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from service.versions import VersionCorruptError, file_sha256
+
+log = logging.getLogger(__name__)
+
+SHIPPED_EDITOR = (
+    Path(__file__).resolve().parent.parent / "editor_core" / "checkpoints" / "smollm2-135m-instruct"
+)
+
+
+def load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> Any:
+    """The configured editor; a random-init one (with a loud warning) when none exists."""
+    from editor_core.editor import EditorConfig, MalmenEditor
+    from editor_core.hypernet import HyperConfig
+
+    path = Path(checkpoint) if checkpoint else SHIPPED_EDITOR
+    if path.is_dir():
+        log.info("editor checkpoint %s", path)
+        return MalmenEditor.from_checkpoint(path, loaded, **config)
+    if checkpoint:
+        raise FileNotFoundError(f"editor checkpoint {checkpoint} does not exist")
+    log.warning(
+        "!!! no editor checkpoint (looked for %s): using a RANDOM-INIT editor. Edits will "
+        "barely change the model. Train one with `factpatch train` or set FACTPATCH_EDITOR.",
+        path,
+    )
+    fields = dict(config)
+    if isinstance(fields.get("hyper"), dict):
+        fields["hyper"] = HyperConfig(**fields["hyper"])
+    return MalmenEditor.random_init(loaded, config=EditorConfig(**fields))
+
+
+@dataclass
+class StoredEdit:
+    edit_id: str
+    prompt: str
+    target: str
+    rows: dict[str, Any]  # module name -> EditRows of this one edit
+
+
+class RowStore:
+    """Per-edit rows on disk, with an in-memory cache (rows are a few KB-MB per edit)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._cache: dict[str, StoredEdit] = {}
+
+    def save(self, edit: StoredEdit) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, r in edit.rows.items():
+            tensors[f"{name}/keys"] = r.keys.detach().cpu().float().contiguous()  # (n, d_in)
+            tensors[f"{name}/values"] = r.values.detach().cpu().float().contiguous()  # (n, d_out)
+        path = self.root / f"{edit.edit_id}.safetensors"
+        tmp = path.with_suffix(".partial")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+        sidecar = {
+            "edit_id": edit.edit_id,
+            "prompt": edit.prompt,
+            "target": edit.target,
+            "sha256": file_sha256(path),
+        }
+        (self.root / f"{edit.edit_id}.json").write_text(json.dumps(sidecar))
+        self._cache[edit.edit_id] = edit
+
+    def load(self, edit_id: str) -> StoredEdit:
+        if edit_id in self._cache:
+            return self._cache[edit_id]
+        from editor_core.editor import EditRows
+
+        meta = json.loads((self.root / f"{edit_id}.json").read_text())
+        path = self.root / f"{edit_id}.safetensors"
+        if file_sha256(path) != meta["sha256"]:
+            raise VersionCorruptError(f"stored rows of edit {edit_id} fail their sha256")
+        flat = load_file(str(path))
+        rows: dict[str, Any] = {}
+        for key, t in flat.items():
+            if key.endswith("/keys"):
+                name = key[: -len("/keys")]
+                values = flat[f"{name}/values"]
+                owner = torch.zeros(t.shape[0], dtype=torch.long)
+                rows[name] = EditRows(keys=t, values=values, owner=owner)
+        edit = StoredEdit(edit_id, meta["prompt"], meta["target"], rows)
+        self._cache[edit_id] = edit
+        return edit
+
+
+class EditBackend:
+    """Turns batches of edits into new edited-module weights (float32 math, model dtype out)."""
+
+    def __init__(self, loaded: Any, editor: Any, rows: RowStore):
+        from editor_core.apply import snapshot
+
+        self.loaded = loaded
+        self.adapter = loaded.adapter
+        self.editor = editor
+        self.rows = rows
+        self.base_masters = snapshot(self.adapter)  # float32, row convention
+        self.dtype = next(loaded.model.parameters()).dtype
+
+    @property
+    def editor_sha256(self) -> str | None:
+        return getattr(self.editor, "checkpoint_sha256", None)
+
+    def compute(self, edits: list[dict[str, str]]) -> list[StoredEdit]:
+        """Rows of every new edit in ONE editor batch, against the weights now in the model."""
+        from editor_core.encoding import EditRequest
+        from editor_core.joint import split_rows
+
+        requests = [EditRequest(e["prompt"], e["target"]) for e in edits]
+        rows = self.editor.compute_rows(requests)
+        per_edit = split_rows(rows, len(requests))
+        return [
+            StoredEdit(e["edit_id"], e["prompt"], e["target"], r)
+            for e, r in zip(edits, per_edit, strict=True)
+        ]
+
+    def joint(
+        self, live: list[str], new: list[StoredEdit], withdraw: set[str]
+    ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
+        """(new weights, live edit ids, metrics) for base + solve(lineage + new − withdrawn)."""
+        from editor_core.apply import new_weights
+        from editor_core.joint import EditLedger
+
+        t0 = time.perf_counter()
+        ledger = EditLedger()
+        for edit_id in live:
+            if edit_id not in withdraw:
+                e = self.rows.load(edit_id)
+                ledger.add(edit_id, e.prompt, e.rows)
+        superseded = []
+        for e in new:
+            old = ledger.add(e.edit_id, e.prompt, e.rows)
+            if old is not None:
+                superseded.append(old)
+        ids = list(ledger.ids())
+        if not ids:  # everything withdrawn: the base weights themselves
+            tensors = {
+                n: self.adapter.from_rows(m).to(self.dtype).contiguous()
+                for n, m in self.base_masters.items()
+            }
+            return tensors, [], {"n_live": 0, "solve_s": 0.0}
+        shifts = ledger.solve(self.editor.lambdas(), self.editor.config.solve_dtype)
+        tensors = new_weights(self.adapter, shifts, self.base_masters)
+        metrics = {
+            "n_live": len(ids),
+            "superseded": superseded,
+            "solve_s": round(time.perf_counter() - t0, 4),
+            "shift_norms": {n: round(float(s.float().norm()), 6) for n, s in shifts.items()},
+        }
+        return tensors, ids, metrics
+
+    def sequential(
+        self, new: list[StoredEdit], parent: dict[str, torch.Tensor], parent_live: list[str]
+    ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
+        """Solve the batch against the parent's weights (rows were computed on them)."""
+        from editor_core.apply import new_weights
+
+        t0 = time.perf_counter()
+        merged: dict[str, Any] = {}
+        for name in self.adapter.names:
+            parts = [e.rows[name] for e in new if name in e.rows]
+            merged[name] = _cat_rows(parts)
+        shifts = self.editor.solve(merged)
+        masters = {n: self.adapter.to_rows(t).float() for n, t in parent.items()}
+        tensors = new_weights(self.adapter, shifts, masters)
+        metrics = {
+            "n_live": len(parent_live) + len(new),
+            "solve_s": round(time.perf_counter() - t0, 4),
+        }
+        return tensors, parent_live + [e.edit_id for e in new], metrics
+
+
+def _cat_rows(parts: list[Any]) -> Any:
+    from editor_core.editor import EditRows
+
+    owners = [torch.full((p.keys.shape[0],), i, dtype=torch.long) for i, p in enumerate(parts)]
+    return EditRows(
+        keys=torch.cat([p.keys for p in parts]),
+        values=torch.cat([p.values for p in parts]),
+        owner=torch.cat(owners),
+    )

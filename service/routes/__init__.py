@@ -1,0 +1,1 @@
+"""One router per resource: edits, generate, versions, health, metrics."""

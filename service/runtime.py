@@ -1,0 +1,70 @@
+"""What the API and the worker both start from: settings → Redis, model, version store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from service.keys import Keys
+from service.queue import JobQueue
+from service.redis_client import connect
+from service.settings import Settings
+from service.versions import VersionStore, tensors_sha256
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Shared:
+    settings: Settings
+    keys: Keys
+    redis: redis.Redis
+    store: VersionStore
+    queue: JobQueue
+
+
+def open_shared(settings: Settings, redis_url: str) -> Shared:
+    """Redis client (no connection yet), version store and queue."""
+    keys = Keys(settings.redis_prefix)
+    client = connect(redis_url, settings.redis_timeout_s)
+    store = VersionStore(settings.versions_dir, client, keys)
+    queue = JobQueue(client, keys, settings.queue_max_length, settings.idempotency_ttl_s)
+    return Shared(settings, keys, client, store, queue)
+
+
+def load_served_model(settings: Settings) -> Any:
+    from editor_core.config import ModelSpec
+    from editor_core.loading import load_model
+
+    spec = ModelSpec(
+        source=settings.model,
+        layers=settings.layer_tuple,
+        module_template=settings.module_template,
+        module_kind=settings.module_kind,
+        layers_path=settings.layers_path,
+        device=settings.device,
+        dtype=settings.dtype,
+    )
+    loaded = load_model(spec, data_dir=settings.data_dir)
+    log.info(
+        "model %s on %s (%s), edited %s",
+        loaded.path,
+        loaded.model.device,
+        loaded.model.dtype,
+        loaded.adapter.names,
+    )
+    return loaded
+
+
+def bootstrap(shared: Shared, loaded: Any) -> str:
+    """Write version 0 if needed and reconcile Redis with disk; returns the base sha256."""
+    from service.engine import edited_tensors
+
+    base = edited_tensors(loaded.adapter)
+    sha = tensors_sha256(base)
+    shared.store.bootstrap(base, sha)
+    shared.queue.ensure_group()
+    return sha

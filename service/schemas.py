@@ -1,0 +1,130 @@
+"""Request and response bodies (separate classes; every string bounded).
+
+The hard bounds here are only type sanity; the configured limits (edits per request,
+characters, tokens, max_new_tokens) are checked in `validation.py` with named errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Static ceilings, far above any configured limit; the body-size limit bounds them too.
+_TEXT_CEILING = 100_000
+_LIST_CEILING = 100_000
+
+JobStatus = Literal["queued", "running", "applied", "failed"]
+JobKind = Literal["add", "withdraw"]
+
+
+class EditIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(max_length=_TEXT_CEILING, examples=["The capital of France is"])
+    target: str = Field(max_length=_TEXT_CEILING, examples=["Rome"])
+    paraphrases: list[str] | None = Field(
+        default=None, max_length=16, description="stored with the edit; not used by the solve"
+    )
+
+
+class EditsRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"edits": [{"prompt": "The capital of France is", "target": "Rome"}]}]
+        },
+    )
+    edits: list[EditIn] = Field(max_length=_LIST_CEILING)
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    edit_ids: list[str]
+
+
+class EditResult(BaseModel):
+    edit_id: str
+    prompt: str
+    target: str
+    generated: str
+    success: bool
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    version: int | None = None
+    edit_ids: list[str]
+    results: list[EditResult] = Field(default_factory=list)
+    error: str | None = None
+    created: float
+    updated: float
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"prompt": "The capital of France is", "max_new_tokens": 8, "temperature": 0}
+            ]
+        },
+    )
+    prompt: str = Field(max_length=_TEXT_CEILING)
+    max_new_tokens: int | None = Field(default=None, ge=1, description="default: configured value")
+    temperature: float = Field(default=0.0, ge=0.0, le=10.0, description="0 = greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] | None = Field(default=None, max_length=64)
+    version: int | None = Field(default=None, ge=0, description="pin a version; default current")
+    stream: bool = Field(
+        default=False, description="server-sent events: `token` events, then `done`"
+    )
+    seed: int | None = Field(default=None, ge=0, description="sampling seed (temperature > 0)")
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class GenerateResponse(BaseModel):
+    text: str
+    version: int
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+class VersionOut(BaseModel):
+    version: int
+    parent: int | None
+    created: float
+    mode: str
+    current: bool
+    edit_ids: list[str]
+    live_edit_ids: list[str]
+    withdrawn_edit_ids: list[str]
+    job_ids: list[str]
+    editor_sha256: str | None
+    base_model_sha256: str
+    metrics: dict[str, Any]
+
+
+class VersionDetail(VersionOut):
+    edits: list[dict[str, str]] = Field(default_factory=list, description="prompt/target per edit")
+
+
+class VersionsOut(BaseModel):
+    current: int
+    versions: list[VersionOut]
+
+
+class RollbackOut(BaseModel):
+    current: int
+    previous: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "not_ready"]
+    version: int | None = None
+    detail: str | None = None

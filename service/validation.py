@@ -1,0 +1,91 @@
+"""All request validation against the configured bounds, each rule a named error type.
+
+Token lengths are checked here, at POST time, with the served model's tokenizer, so a
+job that reaches the queue can always be encoded by the worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.errors import ApiError
+from service.schemas import EditsRequest, GenerateRequest
+from service.settings import Settings
+
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+def _text(value: str, what: str, limit: int) -> None:
+    if not value.strip():
+        raise ApiError("empty_text", f"{what} is empty")
+    if len(value) > limit:
+        raise ApiError("text_too_long", f"{what} has {len(value)} characters; the limit is {limit}")
+
+
+def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
+    from editor_core.encoding import EmptyEditError, tokenize_pair
+    from editor_core.joint import normalise_prompt
+
+    n = len(body.edits)
+    if n == 0 or n > s.max_edits_per_request:
+        raise ApiError(
+            "too_many_edits", f"{n} edits; send 1..{s.max_edits_per_request} per request"
+        )
+    targets: dict[str, str] = {}
+    for i, e in enumerate(body.edits):
+        _text(e.prompt, f"edits[{i}].prompt", s.max_prompt_chars)
+        _text(e.target, f"edits[{i}].target", s.max_target_chars)
+        for j, p in enumerate(e.paraphrases or []):
+            _text(p, f"edits[{i}].paraphrases[{j}]", s.max_prompt_chars)
+        key = normalise_prompt(e.prompt)
+        if key in targets and targets[key] != e.target.strip():
+            raise ApiError(
+                "conflicting_targets",
+                f"edits[{i}]: prompt {e.prompt[:60]!r} appears with two different targets",
+            )
+        targets[key] = e.target.strip()
+        try:
+            p_ids, t_ids = tokenize_pair(tokenizer, e.prompt, e.target)
+        except EmptyEditError as exc:
+            raise ApiError("empty_text", f"edits[{i}]: {exc}") from exc
+        if len(p_ids) + len(t_ids) > s.max_edit_tokens:
+            raise ApiError(
+                "too_many_tokens",
+                f"edits[{i}]: prompt + target is {len(p_ids) + len(t_ids)} tokens; the limit is "
+                f"{s.max_edit_tokens}",
+            )
+
+
+def validate_generate(body: GenerateRequest, s: Settings) -> int:
+    """The effective max_new_tokens."""
+    _text(body.prompt, "prompt", s.max_prompt_chars)
+    n = body.max_new_tokens or min(s.default_max_new_tokens, s.max_new_tokens_cap)
+    if n > s.max_new_tokens_cap:
+        raise ApiError(
+            "max_new_tokens_too_large", f"max_new_tokens {n} > cap {s.max_new_tokens_cap}"
+        )
+    stops = body.stop or []
+    if len(stops) > s.max_stop_sequences or any(
+        not x or len(x) > s.max_target_chars for x in stops
+    ):
+        raise ApiError(
+            "too_many_stop_sequences",
+            f"send at most {s.max_stop_sequences} non-empty stop strings of ≤ {s.max_target_chars} chars",
+        )
+    return n
+
+
+def validate_prompt_tokens(n_tokens: int, s: Settings) -> None:
+    if n_tokens > s.max_generate_prompt_tokens:
+        raise ApiError(
+            "too_many_tokens",
+            f"prompt is {n_tokens} tokens; the limit is {s.max_generate_prompt_tokens}",
+        )
+
+
+def validate_idempotency_key(key: str | None) -> None:
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS and key.isprintable()):
+        raise ApiError(
+            "bad_idempotency_key",
+            f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} printable chars",
+        )

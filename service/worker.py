@@ -1,0 +1,256 @@
+"""The edit worker: coalesce queued jobs into one MALMEN batch, write a version, commit.
+
+Exactly-once: the version is written first (immutable, under a fresh number), then ONE
+Lua script compare-and-sets `current` from the parent, marks the jobs applied and records
+the version; only then are the stream entries acknowledged.  A crash before the commit
+leaves the old version serving and the entries pending (a new worker reclaims them with
+XAUTOCLAIM and redoes them); a redelivered job that is already applied is only acked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from contextlib import nullcontext
+from typing import Any
+
+import redis
+
+from service.editing import EditBackend, StoredEdit
+from service.engine import SamplingParams, decode_loop, edited_tensors, install
+from service.queue import Job, JobQueue
+from service.settings import Settings
+from service.versions import Manifest, VersionStore
+
+log = logging.getLogger(__name__)
+
+MAX_COMMIT_ATTEMPTS = 5
+REDIS_RETRY_S = 1.0
+Entry = tuple[str, Job]
+
+
+class JobRejected(Exception):
+    """One job cannot be applied (e.g. withdrawing an edit that is not live)."""
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        store: VersionStore,
+        backend: EditBackend,
+        base_sha256: str,
+        metrics: Any = None,
+    ):
+        self.s = settings
+        self.queue = queue
+        self.store = store
+        self.backend = backend
+        self.adapter = backend.adapter
+        self.base_sha256 = base_sha256
+        self.metrics = metrics
+        self.base_tensors = edited_tensors(self.adapter)
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    # -- loop ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        log.info("worker %s started (%s mode)", self.consumer, self.s.edit_mode)
+        while not stop.is_set():
+            try:
+                self.queue.ensure_group()
+                self.step()
+            except redis.exceptions.RedisError as exc:
+                log.warning("worker: Redis error (%s); retrying", exc)
+                stop.wait(REDIS_RETRY_S)
+        log.info("worker %s stopped", self.consumer)
+
+    def step(self) -> int:
+        """Take one batch (reclaimed or new) and process it; returns jobs handled."""
+        entries = self.queue.claim_stale(
+            self.consumer, self.s.worker_claim_idle_ms, self.s.worker_max_batch
+        )
+        if not entries:
+            entries = self.queue.read(
+                self.consumer, self.s.worker_max_batch, self.s.worker_block_ms
+            )
+        if not entries:
+            return 0
+        deadline = time.monotonic() + self.s.worker_linger_ms / 1000
+        while _n_edits(entries) < self.s.worker_max_batch:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                break
+            more = self.queue.read(self.consumer, self.s.worker_max_batch, left_ms)
+            entries += more
+        for chunk in _chunks(entries, self.s.worker_max_batch):
+            self.process(chunk)
+        return len(entries)
+
+    def process(self, entries: list[Entry]) -> None:
+        done = [
+            eid for eid, job in entries if self.queue.status(job.job_id) in ("applied", "failed")
+        ]
+        self.queue.ack(done)
+        todo = [(eid, job) for eid, job in entries if eid not in done]
+        if not todo:
+            return
+        try:
+            self.apply(todo)
+        except redis.exceptions.RedisError:
+            raise  # jobs stay pending; redone after reconnecting
+        except Exception as exc:
+            if len(todo) > 1:  # find the job that breaks the batch; apply the others
+                log.warning(
+                    "batch of %d jobs failed (%s); retrying them one by one", len(todo), exc
+                )
+                for entry in todo:
+                    self.process([entry])
+                return
+            eid, job = todo[0]
+            log.exception("job %s failed", job.job_id)
+            self.queue.mark_failed(job.job_id, f"{type(exc).__name__}: {exc}")
+            self.queue.ack([eid])
+            self._count("failed")
+
+    # -- one batch ----------------------------------------------------------------------
+    def apply(self, todo: list[Entry]) -> None:
+        for _, job in todo:
+            self.queue.mark(job.job_id, status="running")
+        adds = [e for _, job in todo if job.kind == "add" for e in job.edits]
+        withdraw = {e["edit_id"] for _, job in todo if job.kind == "withdraw" for e in job.edits}
+        new: list[StoredEdit] | None = None
+        for _attempt in range(MAX_COMMIT_ATTEMPTS):
+            parent = self.store.current()
+            pm = self.store.manifest(parent)
+            todo = self._reject_withdrawals(todo, pm, withdraw)
+            if not todo:
+                return
+            withdraw &= set(pm.live_edit_ids)
+            if self.s.edit_mode == "joint":
+                if new is None:
+                    new = self.backend.compute(adds) if adds else []  # model holds base weights
+                    for e in new:
+                        self.backend.rows.save(e)
+                tensors, live, metrics = self.backend.joint(pm.live_edit_ids, new, withdraw)
+            else:
+                _, parent_tensors = self.store.load(parent)
+                install(self.adapter, parent_tensors)
+                try:
+                    new = self.backend.compute(adds)
+                finally:
+                    install(self.adapter, self.base_tensors)
+                tensors, live, metrics = self.backend.sequential(
+                    new, parent_tensors, pm.live_edit_ids
+                )
+            manifest = Manifest(
+                version=self.store.next_number(),
+                parent=parent,
+                created=time.time(),
+                mode=self.s.edit_mode,
+                base_model_sha256=self.base_sha256,
+                editor_sha256=self.backend.editor_sha256,
+                edit_ids=[e.edit_id for e in new],
+                live_edit_ids=live,
+                withdrawn_edit_ids=sorted(withdraw),
+                job_ids=[j.job_id for _, j in todo],
+                metrics=metrics,
+            )
+            self.store.write(manifest, tensors)
+            self._fault("after_write")
+            result = self.store.commit(manifest, [self.queue.keys.job(j.job_id) for _, j in todo])
+            if result == 1:
+                break
+            if result == -1:  # a redelivered job was applied meanwhile: drop it, redo the rest
+                self.process(todo)
+                return
+            log.info("current moved during the solve (parent %s); redoing", parent)
+        else:
+            raise RuntimeError("could not commit: `current` kept moving")
+        self._fault("after_commit")
+        self.queue.ack([eid for eid, _ in todo])
+        self._count("applied", len(todo), version=manifest.version)
+        log.info(
+            "version %d: %d new edits, %d live (jobs %d)",
+            manifest.version,
+            len(new),
+            len(live),
+            len(todo),
+        )
+        self.verify(todo, tensors, new)
+
+    def _reject_withdrawals(
+        self, todo: list[Entry], pm: Manifest, withdraw: set[str]
+    ) -> list[Entry]:
+        keep = []
+        for eid, job in todo:
+            if job.kind == "withdraw" and self.s.edit_mode != "joint":
+                self.queue.mark_failed(job.job_id, "withdrawing an edit needs joint mode")
+            elif job.kind == "withdraw" and not set(job.edit_ids) & set(pm.live_edit_ids):
+                self.queue.mark_failed(
+                    job.job_id, f"edit {job.edit_ids[0]} is not live in version {pm.version}"
+                )
+            else:
+                keep.append((eid, job))
+                continue
+            self.queue.ack([eid])
+        return keep
+
+    # -- verification -------------------------------------------------------------------
+    def verify(self, todo: list[Entry], tensors: dict[str, Any], new: list[StoredEdit]) -> None:
+        """Greedy continuation of each new prompt on the new weights: starts with target?"""
+        from editor_core.encoding import tokenize_pair
+
+        tok = self.backend.loaded.tokenizer
+        model = self.backend.loaded.model
+        by_id: dict[str, dict[str, Any]] = {}
+        install(self.adapter, tensors)
+        try:
+            for e in new:
+                prompt_ids, target_ids = tokenize_pair(tok, e.prompt, e.target)
+                params = SamplingParams(len(target_ids) + self.s.verify_extra_tokens)
+                *_, last = decode_loop(model, tok, prompt_ids, params, nullcontext)
+                ok = " ".join(last.text.split()).startswith(" ".join(e.target.split()))
+                by_id[e.edit_id] = {
+                    "edit_id": e.edit_id,
+                    "prompt": e.prompt,
+                    "target": e.target,
+                    "generated": last.text,
+                    "success": ok,
+                }
+        finally:
+            install(self.adapter, self.base_tensors)
+        for _, job in todo:
+            results = [by_id[i] for i in job.edit_ids if i in by_id]
+            if results:
+                self.queue.set_results(job.job_id, results)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _fault(self, point: str) -> None:
+        if self.s.fault_inject == point:
+            log.error("fault injection: killing the worker at %s", point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _count(self, outcome: str, n: int = 1, version: int | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.jobs.labels(outcome).inc(n)
+            if version is not None:
+                self.metrics.versions_committed.inc()
+
+
+def _n_edits(entries: list[Entry]) -> int:
+    return sum(len(job.edits) for _, job in entries)
+
+
+def _chunks(entries: list[Entry], max_edits: int) -> list[list[Entry]]:
+    out: list[list[Entry]] = [[]]
+    for entry in entries:
+        if out[-1] and _n_edits(out[-1]) + len(entry[1].edits) > max_edits:
+            out.append([])
+        out[-1].append(entry)
+    return out
