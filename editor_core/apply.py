@@ -42,6 +42,16 @@ def new_weights(
 
 
 @torch.no_grad()
+def install_weights(adapter: ModelAdapter, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy stored-layout tensors (e.g. a saved version's) into the edited modules.
+
+    A copy, never arithmetic: installing the same tensors always gives the same bits."""
+    for name, t in tensors.items():
+        w = adapter.weight(name)
+        w.copy_(t.to(device=w.device, dtype=w.dtype))
+
+
+@torch.no_grad()
 def apply_delta(
     adapter: ModelAdapter,
     delta_or_shifts: WeightDelta | dict[str, torch.Tensor],

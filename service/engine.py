@@ -25,6 +25,7 @@ from typing import Any
 import redis
 import torch
 
+from editor_core.apply import install_weights as install
 from service.versions import VersionCorruptError, VersionNotFoundError, VersionStore
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,6 @@ class Step:
     text: str
     completion_tokens: int
     finish_reason: str | None = None
-
-
-def install(adapter: Any, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy stored-layout tensors into the edited modules (bit-exact, no arithmetic)."""
-    with torch.no_grad():
-        for name, t in tensors.items():
-            w = adapter.weight(name)
-            w.copy_(t.to(device=w.device, dtype=w.dtype))
 
 
 def edited_tensors(adapter: Any) -> dict[str, torch.Tensor]:

@@ -21,8 +21,9 @@ from typing import Any
 
 import redis
 
+from editor_core.apply import install_weights as install
 from service.editing import EditBackend, StoredEdit
-from service.engine import SamplingParams, decode_loop, edited_tensors, install
+from service.engine import SamplingParams, decode_loop, edited_tensors
 from service.queue import Job, JobQueue
 from service.settings import Settings
 from service.versions import Manifest, VersionStore
