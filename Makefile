@@ -30,7 +30,8 @@ $(STAMP):
 
 setup: $(STAMP) $(MODEL)
 
-$(MODEL): $(STAMP)
+# Order-only: a reinstall (new dependency list) does not redo the one-time conversion.
+$(MODEL): | $(STAMP)
 	$(BIN)/factpatch prepare-model --data-dir $(DATA)
 
 run: setup

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from editor_core.preserve import PRESERVE_FILE, KeyPrior
+
 if TYPE_CHECKING:
     from editor_core.editor import MalmenEditor
 
@@ -99,21 +101,29 @@ def save_editor(directory: Path, editor: MalmenEditor, meta: dict[str, Any]) -> 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_tensors(directory / EDITOR_FILE, dict(editor.nets.state_dict()))
+    if editor.key_prior is not None:
+        save_tensors(directory / PRESERVE_FILE, editor.key_prior.to_tensors())
     write_json(directory / CONFIG_FILE, editor_config_json(editor, meta))
     write_manifest(directory)
     log.info("editor checkpoint written to %s", directory)
     return directory
 
 
-def load_editor_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """(state dict, config, sha256 of editor.safetensors), after verifying the manifest."""
+def load_editor_state(
+    directory: Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], str, KeyPrior | None]:
+    """(state dict, config, sha256 of editor.safetensors, preservation prior or None),
+    after verifying the manifest."""
     directory = Path(directory)
     files = verify_manifest(directory)
     for needed in (EDITOR_FILE, CONFIG_FILE):
         if needed not in files:
             raise CheckpointError(f"checkpoint {directory}: {needed} is not in the manifest")
     config = json.loads((directory / CONFIG_FILE).read_text())
-    return load_file(str(directory / EDITOR_FILE)), config, files[EDITOR_FILE]
+    prior = None
+    if PRESERVE_FILE in files:
+        prior = KeyPrior.from_tensors(load_file(str(directory / PRESERVE_FILE)))
+    return load_file(str(directory / EDITOR_FILE)), config, files[EDITOR_FILE], prior
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -144,7 +154,7 @@ def load_trainer_state(
     directory: Path, editor: MalmenEditor, opt: torch.optim.Optimizer
 ) -> tuple[int, float, list[dict[str, Any]]]:
     """Restore hyper-networks and optimizer from a `last/` checkpoint: (step, best, history)."""
-    state, _cfg, sha = load_editor_state(directory)
+    state, _cfg, sha, _prior = load_editor_state(directory)
     editor.nets.load_state_dict(state)
     editor.checkpoint_sha256 = sha
     meta = json.loads((directory / TRAINER_STATE_FILE).read_text())

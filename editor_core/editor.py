@@ -23,6 +23,7 @@ from editor_core.checkpoint import CheckpointError, load_editor_state
 from editor_core.encoding import EditRequest, encode_edits
 from editor_core.hooks import cache_keys_and_outputs, grad_from
 from editor_core.hypernet import HyperConfig, HyperNetBank
+from editor_core.preserve import KeyPrior
 from editor_core.solve import ridge_solve
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class EditorConfig:
     lambda_override: float | None = None  # edit-time λ for every module
     solve_dtype: Literal["float32", "float64"] = "float32"
     max_length: int | None = None  # tokens per prompt + target
+    # Weight μ of the preservation prior μ·E[k kᵀ] in the solve (preserve.py); 0 = plain
+    # MALMEN ridge.  Needs the editor's `key_prior` (saved with the checkpoint).
+    preserve: float = 0.0
 
 
 @dataclass
@@ -83,6 +87,8 @@ class MalmenEditor:
         self.nets = nets.to(self.device)
         self.nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
+        self.key_prior: KeyPrior | None = None
+        self._prior_cache: tuple[float | None, dict[str, torch.Tensor]] = (None, {})
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -98,7 +104,7 @@ class MalmenEditor:
     @classmethod
     def from_checkpoint(cls, path: Path, loaded: LoadedModel, **overrides: Any) -> MalmenEditor:
         """Load a checkpoint written by `save_editor`; `overrides` are EditorConfig fields."""
-        state, cfg, sha = load_editor_state(Path(path))
+        state, cfg, sha, prior = load_editor_state(Path(path))
         saved = {n: tuple(s) for n, s in cfg["modules"].items()}
         if saved != loaded.adapter.shapes():
             raise CheckpointError(
@@ -114,6 +120,7 @@ class MalmenEditor:
         nets.load_state_dict(state)
         editor = cls(loaded.adapter, loaded.tokenizer, nets, config)
         editor.checkpoint_sha256 = sha
+        editor.key_prior = prior
         return editor
 
     # -- properties -------------------------------------------------------------------
@@ -128,6 +135,16 @@ class MalmenEditor:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def priors(self) -> dict[str, torch.Tensor | None]:
+        """μ·E[k kᵀ] per module when the preservation prior is on, else None each."""
+        if self.config.preserve <= 0 or self.key_prior is None:
+            return {n: None for n in self.adapter.names}
+        cache_key = float(self.config.preserve)
+        if self._prior_cache[0] != cache_key:
+            mats = {n: cache_key * self.key_prior.matrix(n) for n in self.adapter.names}
+            self._prior_cache = (cache_key, mats)
+        return dict(self._prior_cache[1])
 
     def lambdas(self) -> dict[str, float]:
         if self.config.lambda_override is not None:
@@ -190,9 +207,9 @@ class MalmenEditor:
             return {n: EditRows(c.keys, self.value_diffs(n, c), c.owner) for n, c in cached.items()}
 
     def solve(self, rows: dict[str, EditRows]) -> dict[str, torch.Tensor]:
-        lams = self.lambdas()
+        lams, priors = self.lambdas(), self.priors()
         return {
-            n: ridge_solve(r.keys, r.values, lams[n], self.config.solve_dtype)
+            n: ridge_solve(r.keys, r.values, lams[n], self.config.solve_dtype, prior=priors[n])
             for n, r in rows.items()
         }
 

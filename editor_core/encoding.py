@@ -60,7 +60,7 @@ class EditBatch:
 
 
 def target_prefix(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
-    """" " when the tokenizer marks word starts with a space and the prompt lacks one."""
+    """ " " when the tokenizer marks word starts with a space and the prompt lacks one."""
     if not prompt or prompt[-1].isspace():
         return ""
     spaced = tokenizer(" x", add_special_tokens=False)["input_ids"]
@@ -79,9 +79,7 @@ def tokenize_pair(
     """(prompt ids, target ids), tokenised separately per MALMEN.md §2."""
     prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
     target_ids = list(
-        tokenizer(target_prefix(tokenizer, prompt) + target, add_special_tokens=False)[
-            "input_ids"
-        ]
+        tokenizer(target_prefix(tokenizer, prompt) + target, add_special_tokens=False)["input_ids"]
     )
     if not prompt_ids or not target_ids:
         raise EmptyEditError(f"empty prompt or target: {prompt!r} -> {target!r}")

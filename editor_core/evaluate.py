@@ -50,8 +50,9 @@ def greedy_tokens(
     """`n_tokens` greedy tokens after each prompt (right-padded batch, no KV cache)."""
     device = next(model.parameters()).device
     lengths = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
-    ids = torch.full((len(prompts), int(lengths.max()) + n_tokens), pad_id, dtype=torch.long,
-                     device=device)  # (B, L + n)
+    ids = torch.full(
+        (len(prompts), int(lengths.max()) + n_tokens), pad_id, dtype=torch.long, device=device
+    )  # (B, L + n)
     for b, p in enumerate(prompts):
         ids[b, : len(p)] = torch.tensor(p, device=device)
     rows = torch.arange(len(prompts), device=device)
@@ -68,7 +69,9 @@ def greedy_tokens(
 
 
 def generation_check(
-    model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
+    model: torch.nn.Module,
+    tokenizer: Any,
+    requests: Sequence[EditRequest],
     batch_size: int = BATCH_SIZE,
 ) -> list[float]:
     """1.0 where the greedy continuation starts with the target (whitespace-normalised)."""
@@ -100,13 +103,18 @@ class LocalitySet:
         return len(self.prompts)
 
     def subset(self, idx: Sequence[int]) -> LocalitySet:
-        return LocalitySet(*[[getattr(self, f)[i] for i in idx] for f in
-                             ("prompts", "sequences", "start", "gold", "base")])
+        return LocalitySet(
+            *[
+                [getattr(self, f)[i] for i in idx]
+                for f in ("prompts", "sequences", "start", "gold", "base")
+            ]
+        )
 
 
 @torch.no_grad()
-def _argmax_at(model: torch.nn.Module, loc: LocalitySet, pad: int, batch_size: int
-               ) -> list[torch.Tensor]:
+def _argmax_at(
+    model: torch.nn.Module, loc: LocalitySet, pad: int, batch_size: int
+) -> list[torch.Tensor]:
     device = next(model.parameters()).device
     out: list[torch.Tensor] = []
     for i in range(0, len(loc), batch_size):
@@ -126,8 +134,11 @@ def _argmax_at(model: torch.nn.Module, loc: LocalitySet, pad: int, batch_size: i
 
 
 def prepare_locality(
-    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[LocalityPrompt],
-    greedy: int = GREEDY_TOKENS, batch_size: int = BATCH_SIZE,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[LocalityPrompt],
+    greedy: int = GREEDY_TOKENS,
+    batch_size: int = BATCH_SIZE,
 ) -> LocalitySet:
     """Tokenise locality prompts and record the UNEDITED model's argmax (call before editing)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -145,11 +156,14 @@ def prepare_locality(
     cont: dict[int, list[int]] = {}
     for j in range(0, len(free), batch_size):
         idx = free[j : j + batch_size]
-        for i, toks in zip(idx, greedy_tokens(model, [prompt_ids[i] for i in idx], greedy, pad),
-                           strict=True):
+        for i, toks in zip(
+            idx, greedy_tokens(model, [prompt_ids[i] for i in idx], greedy, pad), strict=True
+        ):
             cont[i] = toks
-    sequences = [p + (g if g is not None else cont[i]) for i, (p, g) in
-                 enumerate(zip(prompt_ids, gold, strict=True))]
+    sequences = [
+        p + (g if g is not None else cont[i])
+        for i, (p, g) in enumerate(zip(prompt_ids, gold, strict=True))
+    ]
     loc = LocalitySet(list(prompts), sequences, [len(p) - 1 for p in prompt_ids], gold, [])
     loc.base = _argmax_at(model, loc, pad, batch_size)
     return loc
@@ -164,8 +178,11 @@ def locality_scores(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     now = _argmax_at(model, loc, pad, batch_size)
     ls = [float((a == b).float().mean()) for a, b in zip(now, loc.base, strict=True)]
-    gold = [float((a == torch.tensor(g)).float().mean())
-            for a, g in zip(now, loc.gold, strict=True) if g is not None]
+    gold = [
+        float((a == torch.tensor(g)).float().mean())
+        for a, g in zip(now, loc.gold, strict=True)
+        if g is not None
+    ]
     return {"ls": _mean(ls), "ls_gold": _mean(gold)}
 
 
@@ -189,7 +206,10 @@ def paraphrase_requests(facts: Sequence[Fact]) -> list[EditRequest]:
 
 
 def score_edited(
-    loaded: LoadedModel, facts: Sequence[Fact], ordinary: LocalitySet, neighborhood: LocalitySet,
+    loaded: LoadedModel,
+    facts: Sequence[Fact],
+    ordinary: LocalitySet,
+    neighborhood: LocalitySet,
     batch_size: int = BATCH_SIZE,
 ) -> dict[str, float | None]:
     """All quality metrics of the model as it is now, for the edits `facts`."""
@@ -208,8 +228,9 @@ def score_edited(
     }
 
 
-def timed_delta(editor: Editor, requests: Sequence[EditRequest], device: torch.device
-                ) -> tuple[WeightDelta, dict[str, float]]:
+def timed_delta(
+    editor: Editor, requests: Sequence[EditRequest], device: torch.device
+) -> tuple[WeightDelta, dict[str, float]]:
     """Compute a delta, with its wall time and peak memory (RSS; CUDA allocator on GPU)."""
     rss0 = peak_rss_mb()
     if device.type == "cuda":
@@ -219,16 +240,23 @@ def timed_delta(editor: Editor, requests: Sequence[EditRequest], device: torch.d
     delta = editor.compute_delta(requests)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    cost = {"edit_seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
-            "peak_rss_growth_mb": peak_rss_mb() - rss0}
+    cost = {
+        "edit_seconds": time.perf_counter() - t0,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_growth_mb": peak_rss_mb() - rss0,
+    }
     if device.type == "cuda":
         cost["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return delta, cost
 
 
 def evaluate_edit(
-    loaded: LoadedModel, editor: Editor, facts: Sequence[Fact], ordinary: LocalitySet,
-    neighborhood: LocalitySet, batch_size: int = BATCH_SIZE,
+    loaded: LoadedModel,
+    editor: Editor,
+    facts: Sequence[Fact],
+    ordinary: LocalitySet,
+    neighborhood: LocalitySet,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, Any]:
     """Apply all `facts` at once, score, restore the base weights (bit-exact)."""
     masters = snapshot(loaded.adapter)
@@ -236,8 +264,11 @@ def evaluate_edit(
     try:
         delta, cost = timed_delta(editor, requests_of(facts), device)
         apply_delta(loaded.adapter, delta, masters)
-        return {"n": len(facts), **score_edited(loaded, facts, ordinary, neighborhood, batch_size),
-                **cost}
+        return {
+            "n": len(facts),
+            **score_edited(loaded, facts, ordinary, neighborhood, batch_size),
+            **cost,
+        }
     finally:
         restore(loaded.adapter, masters)
 
@@ -268,4 +299,3 @@ def sample_facts(facts: Sequence[Fact], n: int, seed: int) -> list[Fact] | None:
     if n > len(facts):
         return None
     return random.Random(seed * 100_003 + n).sample(list(facts), n)
-

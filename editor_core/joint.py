@@ -91,7 +91,10 @@ class EditLedger:
         return self._entries[edit_id].rows
 
     def solve(
-        self, lambdas: dict[str, float], dtype: str | torch.dtype = "float32"
+        self,
+        lambdas: dict[str, float],
+        dtype: str | torch.dtype = "float32",
+        priors: dict[str, torch.Tensor | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         """S* per module over all edits, accumulating KᵀK and KᵀD edit by edit.
 
@@ -113,7 +116,8 @@ class EditLedger:
                 ktk = k.T @ k if ktk is None else ktk + k.T @ k  # (d_in, d_in)
                 ktd = k.T @ d if ktd is None else ktd + k.T @ d  # (d_in, d_out)
             if ktk is not None and ktd is not None:
-                shifts[name] = solve_from_gram(ktk, ktd, lam).float()
+                prior = priors.get(name) if priors else None
+                shifts[name] = solve_from_gram(ktk, ktd, lam, prior).float()
         return shifts
 
     # -- persistence (safetensors-friendly) -------------------------------------------

@@ -67,7 +67,8 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     )
     # The de-quantised weights are plain float32; drop the GGUF quantiser so that
     # save_pretrained writes an ordinary checkpoint that loads without `gguf`.
-    model.hf_quantizer = None
+    # transformers does not declare `hf_quantizer`, so mypy types it from nn.Module.__setattr__.
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out_dir.with_name(out_dir.name + ".partial")
@@ -126,7 +127,8 @@ def load_model(spec: ModelSpec, data_dir: Path | None = None) -> LoadedModel:
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    # transformers' `to` wrapper is typed as taking the model itself (a stub gap).
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)  # type: ignore[arg-type]
     model.eval()
     prepare_tokenizer(tokenizer)
     arch = resolve_arch(model.config.model_type, spec)

@@ -12,8 +12,11 @@ import matplotlib.pyplot as plt
 
 METRICS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood")
 LABELS = {
-    "es": "ES (edit)", "gs": "GS (paraphrase)", "generation": "generation check",
-    "ls_ordinary": "LS ordinary", "ls_neighborhood": "LS neighbourhood",
+    "es": "ES (edit)",
+    "gs": "GS (paraphrase)",
+    "generation": "generation check",
+    "ls_ordinary": "LS ordinary",
+    "ls_neighborhood": "LS neighbourhood",
     "es_first_batch": "ES of first batch",
 }
 
@@ -71,8 +74,12 @@ def plot_tradeoff(tradeoff: list[dict[str, Any]], path: Path) -> Path:
             rows = [r for r in rows if r.get(ls) is not None and r.get("es") is not None]
             if not rows:
                 continue
-            ax.plot([r[ls] for r in rows], [r["es"] for r in rows], marker=marker,
-                    label="η scale" if knob == "eta" else "λ")
+            ax.plot(
+                [r[ls] for r in rows],
+                [r["es"] for r in rows],
+                marker=marker,
+                label="η scale" if knob == "eta" else "λ",
+            )
             for r in rows:
                 tag = f"η×{r['eta_scale']:g}" if knob == "eta" else f"λ={r['lambda']:g}"
                 ax.annotate(tag, (r[ls], r["es"]), fontsize=7)

@@ -3,6 +3,11 @@
     S* = argmin ‖K S − D‖² + λ‖S‖² = (KᵀK + λI)⁻¹ KᵀD        (primal, d_in × d_in system)
        = Kᵀ (KKᵀ + λI)⁻¹ D                                    (dual, n × n system)
 
+With a preservation prior P (d_in × d_in, positive semi-definite; see preserve.py) the
+regulariser becomes λ‖S‖² + tr(Sᵀ P S), i.e. A = KᵀK + λI + P: P = μ·E[k kᵀ] over keys
+of ordinary text penalises changing the outputs the model gives on ordinary inputs, as
+MEMIT's covariance term does.  Only the primal form takes a prior.
+
 K: (n, d_in) keys, D: (n, d_out) value differences, S: (d_in, d_out).  Both systems are
 symmetric positive definite for λ > 0 and are solved by Cholesky in float32 or float64,
 never in half precision.  `KᵀK` and `KᵀD` are sums over rows, accumulated chunk by chunk
@@ -62,12 +67,24 @@ def spd_solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     raise torch.linalg.LinAlgError("normal equation is not positive definite even with jitter")
 
 
-def solve_from_gram(
-    ktk: torch.Tensor, ktd: torch.Tensor, lam: float | torch.Tensor
+def system_matrix(
+    ktk: torch.Tensor, lam: float | torch.Tensor, prior: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Primal solve (KᵀK + λI)⁻¹ KᵀD, in the Gram's dtype: (d_in, d_out)."""
+    """A = KᵀK + λI (+ P), in the Gram's dtype: (d_in, d_in)."""
     A = ktk + float(lam) * torch.eye(ktk.shape[0], dtype=ktk.dtype, device=ktk.device)
-    return spd_solve(A, ktd)
+    if prior is not None:
+        A = A + prior.to(device=ktk.device, dtype=ktk.dtype)
+    return A
+
+
+def solve_from_gram(
+    ktk: torch.Tensor,
+    ktd: torch.Tensor,
+    lam: float | torch.Tensor,
+    prior: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Primal solve (KᵀK + λI + P)⁻¹ KᵀD, in the Gram's dtype: (d_in, d_out)."""
+    return spd_solve(system_matrix(ktk, lam, prior), ktd)
 
 
 def ridge_solve(
@@ -76,16 +93,17 @@ def ridge_solve(
     lam: float | torch.Tensor,
     dtype: str | torch.dtype = "float32",
     form: str = "auto",
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """S* (d_in, d_out) float32; `form` "auto" picks dual when n < d_in."""
+    """S* (d_in, d_out) float32; `form` "auto" picks dual when n < d_in and no prior."""
     dt = _dtype(dtype)
     n, d_in = K.shape
-    if form == "dual" or (form == "auto" and n < d_in):
+    if prior is None and (form == "dual" or (form == "auto" and n < d_in)):
         Kd = K.to(dt)  # (n, d_in)
         A = Kd @ Kd.T + float(lam) * torch.eye(n, dtype=dt, device=K.device)  # (n, n)
         return (Kd.T @ spd_solve(A, D.to(dt))).float()  # (d_in, d_out)
     ktk, ktd = gram(K, D, dt)
-    return solve_from_gram(ktk, ktd, lam).float()
+    return solve_from_gram(ktk, ktd, lam, prior).float()
 
 
 def ridge_backward(
@@ -94,10 +112,11 @@ def ridge_backward(
     grad_S: torch.Tensor,
     lam: float | torch.Tensor,
     dtype: str | torch.dtype = "float32",
+    prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂L/∂D, ∂L/∂log λ) from G_S = ∂L/∂S*, with K treated as a constant.
+    """(∂L/∂D, ∂L/∂log λ) from G_S = ∂L/∂S*, with K (and the prior P) treated as constants.
 
-    A = KᵀK + λI, M = A⁻¹ G_S:  ∂L/∂D = K M  (n, d_out),  ∂L/∂log λ = −λ ⟨M, S*⟩_F.
+    A = KᵀK + λI + P, M = A⁻¹ G_S:  ∂L/∂D = K M  (n, d_out),  ∂L/∂log λ = −λ ⟨M, S*⟩_F.
     When n < d_in, M comes from the Woodbury identity
     A⁻¹ = (I − Kᵀ(KKᵀ + λI)⁻¹K)/λ, so only an n × n system is factorised.
     """
@@ -105,7 +124,7 @@ def ridge_backward(
     lam_f = float(lam)
     Kd, G = K.to(dt), grad_S.to(dt)
     n, d_in = K.shape
-    if n < d_in:
+    if prior is None and n < d_in:
         small = Kd @ Kd.T + lam_f * torch.eye(n, dtype=dt, device=K.device)  # (n, n)
         M = (G - Kd.T @ spd_solve(small, Kd @ G)) / lam_f  # (d_in, d_out)
     else:
@@ -113,7 +132,7 @@ def ridge_backward(
         for i in range(0, n, GRAM_CHUNK):
             k = Kd[i : i + GRAM_CHUNK]
             ktk += k.T @ k
-        M = solve_from_gram(ktk, G, lam_f)  # (d_in, d_out)
+        M = solve_from_gram(ktk, G, lam_f, prior)  # (d_in, d_out)
     grad_D = (Kd @ M).float()  # (n, d_out)
     grad_log_lam = -lam_f * (M * S.to(dt)).sum()
     return grad_D, grad_log_lam.float()

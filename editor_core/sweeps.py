@@ -32,8 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def run_simultaneous(
-    loaded: LoadedModel, editors: dict[str, Editor], facts: Sequence[Fact], ns: Sequence[int],
-    ordinary: LocalitySet, neighborhood: LocalitySet, seed: int = 0,
+    loaded: LoadedModel,
+    editors: dict[str, Editor],
+    facts: Sequence[Fact],
+    ns: Sequence[int],
+    ordinary: LocalitySet,
+    neighborhood: LocalitySet,
+    seed: int = 0,
     batch_size: int = BATCH_SIZE,
 ) -> dict[str, dict[str, Any]]:
     """{editor: {str(N): metrics}} with N edits applied at once (same facts per N)."""
@@ -52,8 +57,15 @@ def run_simultaneous(
 
 
 def run_sequential(
-    loaded: LoadedModel, editor: Any, mode: str, facts: Sequence[Fact], n_batches: int,
-    batch: int, ordinary: LocalitySet, neighborhood: LocalitySet, seed: int = 0,
+    loaded: LoadedModel,
+    editor: Any,
+    mode: str,
+    facts: Sequence[Fact],
+    n_batches: int,
+    batch: int,
+    ordinary: LocalitySet,
+    neighborhood: LocalitySet,
+    seed: int = 0,
     batch_size: int = BATCH_SIZE,
 ) -> list[dict[str, Any]]:
     """Batches of edits applied one after another; metrics after each batch.
@@ -81,7 +93,9 @@ def run_sequential(
                 rows = editor.compute_rows(reqs)
                 for i, r in enumerate(split_rows(rows, len(reqs))):
                     ledger.add(facts_t[i].id, facts_t[i].prompt, r)
-                apply_delta(loaded.adapter, ledger.solve(editor.lambdas()), base)
+                apply_delta(
+                    loaded.adapter, ledger.solve(editor.lambdas(), priors=editor.priors()), base
+                )
             else:
                 delta, _ = timed_delta(editor, reqs, device)
                 apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
@@ -89,17 +103,29 @@ def run_sequential(
             nb = neighbourhood_of(so_far, neighborhood)
             metrics = score_edited(loaded, so_far, ordinary, nb, batch_size)
             first = token_accuracy(loaded.model, tok, requests_of(batches[0]), batch_size)
-            history.append({"batch": t + 1, "edits": len(so_far),
-                            "es_first_batch": sum(first) / len(first), **metrics})
+            history.append(
+                {
+                    "batch": t + 1,
+                    "edits": len(so_far),
+                    "es_first_batch": sum(first) / len(first),
+                    **metrics,
+                }
+            )
     finally:
         restore(loaded.adapter, base)
     return history
 
 
 def run_tradeoff(
-    loaded: LoadedModel, make_editor: Callable[[float | None, float | None], Editor],
-    facts: Sequence[Fact], n: int, eta_scales: Sequence[float], lambdas: Sequence[float],
-    ordinary: LocalitySet, neighborhood: LocalitySet, seed: int = 0,
+    loaded: LoadedModel,
+    make_editor: Callable[[float | None, float | None], Editor],
+    facts: Sequence[Fact],
+    n: int,
+    eta_scales: Sequence[float],
+    lambdas: Sequence[float],
+    ordinary: LocalitySet,
+    neighborhood: LocalitySet,
+    seed: int = 0,
     batch_size: int = BATCH_SIZE,
 ) -> list[dict[str, Any]]:
     """ES/GS/LS at N edits as the edit-time η scale (λ from the editor) and λ (η × 1) vary."""

@@ -121,6 +121,7 @@ class MalmenTrainer:
                 nets.observe(name, rows.keys[i : i + c], rows.grads[i : i + c])
         with torch.no_grad():
             lams = {n: float(nets.lam(n)) for n in cached}
+            priors = ed.priors()
             shifts = {}
             for name, rows in cached.items():
                 diffs = torch.cat(
@@ -129,12 +130,19 @@ class MalmenTrainer:
                         for i in range(0, rows.keys.shape[0], c)
                     ]
                 )  # (n, d_out)
-                shifts[name] = ridge_solve(rows.keys, diffs, lams[name], ed.config.solve_dtype)
+                shifts[name] = ridge_solve(
+                    rows.keys, diffs, lams[name], ed.config.solve_dtype, prior=priors[name]
+                )
         grads, gen, loc = self.shift_grads(batch, shifts)
         self.opt.zero_grad(set_to_none=True)
         for name, rows in cached.items():
             grad_d, grad_log_lam = ridge_backward(
-                rows.keys, shifts[name], grads[name], lams[name], ed.config.solve_dtype
+                rows.keys,
+                shifts[name],
+                grads[name],
+                lams[name],
+                ed.config.solve_dtype,
+                prior=priors[name],
             )  # (n, d_out), ()
             nets.add_log_lambda_grad(name, grad_log_lam)
             for i in range(0, rows.keys.shape[0], c):

@@ -39,5 +39,6 @@ PY
 if [ -n "${OUT:-}" ] && [ -d $RUN/best ]; then
   cp $RUN/best/config.json $RUN/best/manifest.json "$OUT"/
   split -b 15M $RUN/best/editor.safetensors "$OUT"/editor.safetensors.part.
+  [ -f $RUN/best/preserve.safetensors ] && cp $RUN/best/preserve.safetensors "$OUT"/
   cp $RUN/last/trainer_state.json "$OUT"/
 fi

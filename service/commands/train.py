@@ -28,10 +28,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16-frozen", action="store_true", help="bf16 autocast below edited layers")
     p.add_argument("--out", type=Path, required=True, help="checkpoint dir (best/ and last/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this editor checkpoint's hyper-networks (fine-tuning)",
+    )
+    p.add_argument(
+        "--preserve",
+        type=float,
+        default=0.0,
+        help="weight μ of the preservation prior μ·E[kkᵀ] in the solve; 0 = off",
+    )
+    p.add_argument(
+        "--prior-prompts",
+        type=int,
+        default=3000,
+        help="ordinary prompts (true facts, neighbourhood) for E[kkᵀ]",
+    )
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this")
     p.add_argument("--ckpt-every", type=int, default=20)
-    p.add_argument("--neighborhood-fraction", type=float, default=0.5,
-                   help="share of locality prompts taken from the neighbourhood pool")
+    p.add_argument(
+        "--neighborhood-fraction",
+        type=float,
+        default=0.5,
+        help="share of locality prompts taken from the neighbourhood pool",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path, default=None, help="default: FACTPATCH_DATA_DIR")
@@ -52,7 +74,33 @@ def data_dir_for(model: str, data_dir: Path | None) -> Path | None:
     return data_dir
 
 
+def prior_corpus(path: Path, n: int, seed: int) -> list:
+    """Ordinary (unedited) prompt/answer pairs from a training file: each fact's prompt
+    with its TRUE answer, and its neighbourhood prompts.  Their keys define E[kkᵀ]."""
+    import json
+    import random
+
+    from editor_core.encoding import EditRequest
+
+    pairs = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        if obj.get("true_answer"):
+            pairs.append(EditRequest(obj["prompt"], obj["true_answer"]))
+        for nb in obj.get("neighborhood") or []:
+            if isinstance(nb, dict) and nb.get("answer"):
+                pairs.append(EditRequest(nb["prompt"], nb["answer"]))
+    random.Random(seed).shuffle(pairs)
+    if not pairs:
+        raise SystemExit(f"{path}: no true answers or neighbourhood prompts for the prior")
+    return pairs[:n]
+
+
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import torch
 
     from editor_core.checkpoint import sha256_file
@@ -70,9 +118,22 @@ def run(args: argparse.Namespace) -> int:
     train = read_train_examples(args.data, args.neighborhood_fraction)
     val = read_train_examples(args.val_data, args.neighborhood_fraction) if args.val_data else []
     hyper = HyperConfig(rank=args.rank, n_blocks=args.blocks, lr=args.lr, lambda_lr=args.lambda_lr)
-    editor = MalmenEditor.random_init(
-        loaded, EditorConfig(hyper=hyper, lm_batch_size=args.lm_batch_size), seed=args.seed
-    )
+    editor_cfg = EditorConfig(hyper=hyper, lm_batch_size=args.lm_batch_size, preserve=args.preserve)
+    if args.init_from:
+        editor = MalmenEditor.from_checkpoint(
+            args.init_from, loaded, lm_batch_size=args.lm_batch_size, preserve=args.preserve
+        )
+        editor.config = replace(
+            editor.config, hyper=replace(editor.config.hyper, lr=args.lr, lambda_lr=args.lambda_lr)
+        )
+    else:
+        editor = MalmenEditor.random_init(loaded, editor_cfg, seed=args.seed)
+    if args.preserve > 0 and editor.key_prior is None:
+        from editor_core.preserve import key_second_moment, low_rank_prior
+
+        corpus = prior_corpus(args.data, args.prior_prompts, args.seed)
+        moments = key_second_moment(loaded.adapter, loaded.tokenizer, corpus, progress=True)
+        editor.key_prior = low_rank_prior(moments)
     cfg = TrainConfig(
         n_edits=args.n_edits,
         steps=args.steps,

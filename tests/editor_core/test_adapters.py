@@ -49,7 +49,9 @@ def test_unknown_architecture_names_the_config_keys() -> None:
         resolve_arch("rwkv", ModelSpec())
     arch = resolve_arch(
         "rwkv",
-        ModelSpec(module_template="blocks.{}.ffn.value", module_kind="linear", layers_path="blocks"),
+        ModelSpec(
+            module_template="blocks.{}.ffn.value", module_kind="linear", layers_path="blocks"
+        ),
     )
     assert arch.module_template == "blocks.{}.ffn.value"
 

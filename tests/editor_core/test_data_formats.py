@@ -27,9 +27,13 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 def test_facts_round_trip(tmp_path: Path) -> None:
     facts = [
         Fact(
-            id="a", prompt="The Eiffel Tower is located in the city of", target="Rome",
+            id="a",
+            prompt="The Eiffel Tower is located in the city of",
+            target="Rome",
             paraphrases=("The city that is home to the Eiffel Tower is",),
-            subject="Eiffel Tower", relation="location", true_answer="Paris",
+            subject="Eiffel Tower",
+            relation="location",
+            true_answer="Paris",
             locality=(LocalityPrompt("The capital of Peru is", "Lima"),),
             neighborhood=(LocalityPrompt("Big Ben is located in the city of", "London"),),
         ),
@@ -44,7 +48,9 @@ def test_facts_round_trip(tmp_path: Path) -> None:
 
 def test_unknown_fields_ignored_and_ids_default(tmp_path: Path) -> None:
     path = tmp_path / "facts.jsonl"
-    path.write_text('{"prompt": "P is", "target": "x", "extra": 1}\n\n{"prompt": "Q is", "target": "y"}\n')
+    path.write_text(
+        '{"prompt": "P is", "target": "x", "extra": 1}\n\n{"prompt": "Q is", "target": "y"}\n'
+    )
     facts = read_facts(path)
     assert [f.id for f in facts] == ["facts-1", "facts-3"]
     assert facts[0].paraphrases == ()
@@ -73,7 +79,9 @@ def test_bad_line_names_file_and_line(tmp_path: Path, line: str, problem: str) -
 
 def test_duplicate_ids_rejected(tmp_path: Path) -> None:
     path = tmp_path / "dup.jsonl"
-    path.write_text('{"id": "1", "prompt": "a", "target": "b"}\n{"id": "1", "prompt": "c", "target": "d"}\n')
+    path.write_text(
+        '{"id": "1", "prompt": "a", "target": "b"}\n{"id": "1", "prompt": "c", "target": "d"}\n'
+    )
     with pytest.raises(FactFormatError, match="duplicate id"):
         read_facts(path)
 
@@ -106,8 +114,21 @@ def test_counterfact_fixture() -> None:
 
 def test_counterfact_bad_record_named(tmp_path: Path) -> None:
     path = tmp_path / "cf.json"
-    path.write_text(json.dumps([{"case_id": 0, "requested_rewrite": {"prompt": "no slot", "subject": "S",
-                                 "target_new": {"str": "a"}, "target_true": {"str": "b"}}}]))
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "case_id": 0,
+                    "requested_rewrite": {
+                        "prompt": "no slot",
+                        "subject": "S",
+                        "target_new": {"str": "a"},
+                        "target_true": {"str": "b"},
+                    },
+                }
+            ]
+        )
+    )
     with pytest.raises(FactFormatError, match=r"cf.json:record 0.*'\{\}'"):
         load_counterfact(path)
 

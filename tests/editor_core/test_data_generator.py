@@ -58,7 +58,9 @@ def test_splits_disjoint_by_entity(data: dict[str, SplitData]) -> None:
         subjects = {f.subject for f in data[split].facts}
         assert subjects.isdisjoint({f.subject for f in data["train"].facts})
         assert not [s for s in subjects if s in train_text]
-    assert {f.subject for f in data["val"].facts}.isdisjoint({f.subject for f in data["test"].facts})
+    assert {f.subject for f in data["val"].facts}.isdisjoint(
+        {f.subject for f in data["test"].facts}
+    )
 
 
 def test_splits_disjoint_by_phrasing(data: dict[str, SplitData]) -> None:

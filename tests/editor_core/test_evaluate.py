@@ -79,9 +79,15 @@ def test_locality_is_one_for_the_unedited_model_and_drops_when_changed() -> None
 def _facts() -> list[Fact]:
     words = ["Rome", "Berlin", "Paris", "Madrid", "London", "Tokyo"]
     return [
-        Fact(id=f"f{i}", prompt=f"The capital of country {i} is", target=words[i % 6],
-             paraphrases=(f"Q: What is the capital of country {i}? A:",),
-             neighborhood=(LocalityPrompt(f"The capital of country {i + 50} is", words[(i + 1) % 6]),))
+        Fact(
+            id=f"f{i}",
+            prompt=f"The capital of country {i} is",
+            target=words[i % 6],
+            paraphrases=(f"Q: What is the capital of country {i}? A:",),
+            neighborhood=(
+                LocalityPrompt(f"The capital of country {i + 50} is", words[(i + 1) % 6]),
+            ),
+        )
         for i in range(12)
     ]
 
@@ -104,12 +110,36 @@ def eval_args(tiny_dir: Path, tmp_path: Path) -> argparse.Namespace:
     write_locality(tmp_path / "loc.jsonl", LOCALITY)
     parser = argparse.ArgumentParser()
     eval_cmd.register(parser.add_subparsers(dest="command"))
-    return parser.parse_args([
-        "eval", "--model", str(tiny_dir), "--device", "cpu", "--facts", str(tmp_path / "facts.jsonl"),
-        "--locality", str(tmp_path / "loc.jsonl"), "--n", "1,4,16", "--editors", "none,malmen,ft",
-        "--sequential-batches", "2", "--batch", "3", "--tradeoff-n", "4", "--eta-scale", "0.5,1",
-        "--lambda", "10", "--out", str(tmp_path / "out"), "--realworld",
-    ])
+    return parser.parse_args(
+        [
+            "eval",
+            "--model",
+            str(tiny_dir),
+            "--device",
+            "cpu",
+            "--facts",
+            str(tmp_path / "facts.jsonl"),
+            "--locality",
+            str(tmp_path / "loc.jsonl"),
+            "--n",
+            "1,4,16",
+            "--editors",
+            "none,malmen,ft",
+            "--sequential-batches",
+            "2",
+            "--batch",
+            "3",
+            "--tradeoff-n",
+            "4",
+            "--eta-scale",
+            "0.5,1",
+            "--lambda",
+            "10",
+            "--out",
+            str(tmp_path / "out"),
+            "--realworld",
+        ]
+    )
 
 
 def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
@@ -127,7 +157,12 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
     assert set(seq) == {"malmen/joint", "malmen/sequential"}
     assert [h["edits"] for h in seq["malmen/joint"]] == [3, 6]
     assert len(results["facts"]["tradeoff"]) == 3
-    for png in ("facts_vs_n.png", "facts_sequential.png", "facts_tradeoff.png", "realworld_vs_n.png"):
+    for png in (
+        "facts_vs_n.png",
+        "facts_sequential.png",
+        "facts_tradeoff.png",
+        "realworld_vs_n.png",
+    ):
         assert (out / png).stat().st_size > 1000
     md = (out / "results.md").read_text()
     assert "N simultaneous edits" in md and "| malmen |" in md

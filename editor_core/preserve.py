@@ -1,0 +1,106 @@
+"""Preservation prior: the second moment of an edited module's keys on ordinary text.
+
+MALMEN's ridge term λ‖S‖² treats every direction of key space alike.  But the keys of an
+edit prompt ("The capital of France is") lie close to the keys of every prompt with the
+same relation template and another subject, so the least-squares shift moves those too —
+the locality failure measured in MALMEN.md §6.  Adding tr(Sᵀ P S) with
+P = μ · E[k kᵀ] over keys of ordinary prompts (MEMIT's covariance term) makes changes along
+frequently-used key directions expensive, and pushes the shift into the directions that
+set the edited subject apart.  P is constant, so joint mode (sums over edits) still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from editor_core.adapters import ModelAdapter
+from editor_core.encoding import EditRequest, encode_edits
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def key_second_moment(
+    adapter: ModelAdapter,
+    tokenizer: object,
+    requests: Sequence[EditRequest],
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """E[k kᵀ] (d_in, d_in) float32 per edited module, over the keys at the positions that
+    predict each request's continuation (the same positions an edit is keyed on)."""
+    model = adapter.model
+    device = next(model.parameters()).device
+    sums = {m.name: torch.zeros(m.d_in, m.d_in, dtype=torch.float64) for m in adapter.modules}
+    count = 0
+    mask_holder: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(_module: torch.nn.Module, args: tuple) -> None:
+            k = args[0][mask_holder["mask"]].double().cpu()  # (n_b, d_in)
+            sums[name] += k.T @ k
+
+        return record
+
+    handles = [adapter.module(n).register_forward_pre_hook(hook(n)) for n in sums]
+    try:
+        steps = range(0, len(requests), batch_size)
+        for start in tqdm(steps, desc="key statistics", disable=not progress):
+            batch = encode_edits(tokenizer, requests[start : start + batch_size]).to(device)  # type: ignore[arg-type]
+            mask_holder["mask"] = batch.predict_mask
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            count += int(batch.predict_mask.sum())
+    finally:
+        for h in handles:
+            h.remove()
+    if count == 0:
+        raise ValueError("no key rows: the statistics need prompts with continuations")
+    log.info("key second moment over %d rows of %d prompts", count, len(requests))
+    return {n: (s / count).float() for n, s in sums.items()}
+
+
+PRESERVE_FILE = "preserve.safetensors"
+DEFAULT_PRIOR_RANK = 256
+
+
+@dataclass
+class KeyPrior:
+    """A low-rank E[k kᵀ] ≈ U diag(v) Uᵀ per module: the top eigen-directions of ordinary
+    keys.  Directions left out cost only λ, as in plain MALMEN."""
+
+    basis: dict[str, torch.Tensor]  # (d_in, r) float32, orthonormal columns
+    values: dict[str, torch.Tensor]  # (r,) float32 eigenvalues
+
+    def matrix(self, name: str) -> torch.Tensor:
+        u, v = self.basis[name].float(), self.values[name].float()
+        return (u * v) @ u.T  # (d_in, d_in)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"{n}.basis": u.half().contiguous() for n, u in self.basis.items()}
+        out.update({f"{n}.values": v.float().contiguous() for n, v in self.values.items()})
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> KeyPrior:
+        names = {k.rsplit(".", 1)[0] for k in tensors}
+        return cls(
+            {n: tensors[f"{n}.basis"].float() for n in names},
+            {n: tensors[f"{n}.values"].float() for n in names},
+        )
+
+
+def low_rank_prior(moments: dict[str, torch.Tensor], rank: int = DEFAULT_PRIOR_RANK) -> KeyPrior:
+    basis, values = {}, {}
+    for name, c in moments.items():
+        evals, evecs = torch.linalg.eigh(c.double())  # ascending
+        r = min(rank, c.shape[0])
+        basis[name] = evecs[:, -r:].float()  # (d_in, r)
+        values[name] = evals[-r:].clamp(min=0).float()  # (r,)
+        kept = float(values[name].sum() / evals.clamp(min=0).sum().clamp(min=1e-12))
+        log.info("%s: rank-%d prior keeps %.1f%% of the key energy", name, r, 100 * kept)
+    return KeyPrior(basis, values)
