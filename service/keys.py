@@ -19,6 +19,7 @@ VERSION_SEQ = "version_seq"  # INCR allocates version numbers; never reused
 EVENTS = "events"  # list of JSON events (commit, rollback)
 CHANNEL = "channel:current"  # pub/sub: a new `current`
 RATE = "rate:"  # fixed-window request counters
+WORKER_LEASE = "worker_lease"  # consumer name of the one active worker, with a TTL
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class Keys:
     @property
     def channel(self) -> str:
         return self.prefix + CHANNEL
+
+    @property
+    def worker_lease(self) -> str:
+        return self.prefix + WORKER_LEASE
 
     def rate(self, client: str, window: int) -> str:
         return f"{self.prefix}{RATE}{client}:{window}"

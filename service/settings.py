@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     verify_extra_tokens: int = Field(
         default=2, ge=0, description="tokens generated past the target"
     )
+    worker_lease_ms: int = Field(
+        default=10_000, ge=100, description="one active worker: lease TTL, renewed at a third"
+    )
     queue_max_length: int = Field(default=1_000, ge=1, description="queued jobs before 429")
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     fault_inject: Literal["", "after_write", "after_commit"] = Field(

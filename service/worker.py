@@ -9,6 +9,7 @@ XAUTOCLAIM and redoes them); a redelivered job that is already applied is only a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -39,6 +40,19 @@ class JobRejected(Exception):
     """One job cannot be applied (e.g. withdrawing an edit that is not live)."""
 
 
+_LEASE_LUA = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if owner then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Worker:
     def __init__(
         self,
@@ -62,14 +76,48 @@ class Worker:
     # -- loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s started (%s mode)", self.consumer, self.s.edit_mode)
-        while not stop.is_set():
-            try:
-                self.queue.ensure_group()
-                self.step()
-            except redis.exceptions.RedisError as exc:
-                log.warning("worker: Redis error (%s); retrying", exc)
-                stop.wait(REDIS_RETRY_S)
+        renewer = threading.Thread(target=self._renew_lease, args=(stop,), daemon=True)
+        renewer.start()
+        waiting = False
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.hold_lease():
+                        if not waiting:
+                            log.info("worker %s: another worker holds the lease", self.consumer)
+                        waiting = True
+                        stop.wait(self.s.worker_lease_ms / 3000)
+                        continue
+                    waiting = False
+                    self.queue.ensure_group()
+                    self.step()
+                except redis.exceptions.RedisError as exc:
+                    log.warning("worker: Redis error (%s); retrying", exc)
+                    stop.wait(REDIS_RETRY_S)
+        finally:
+            self.release_lease()
         log.info("worker %s stopped", self.consumer)
+
+    # -- one active worker ---------------------------------------------------------------
+    # Several workers stay *correct* without it (the commit is a compare-and-set of
+    # `current`), but they would compete for jobs and redo each other's solves.
+    def hold_lease(self) -> bool:
+        """Take or renew the worker lease; True while this worker holds it."""
+        held = self.queue.redis.eval(
+            _LEASE_LUA, 1, self.queue.keys.worker_lease, self.consumer, self.s.worker_lease_ms
+        )
+        return bool(held)
+
+    def release_lease(self) -> None:
+        with contextlib.suppress(redis.exceptions.RedisError):  # else it expires by itself
+            self.queue.redis.eval(_RELEASE_LUA, 1, self.queue.keys.worker_lease, self.consumer)
+
+    def _renew_lease(self, stop: threading.Event) -> None:
+        while not stop.wait(self.s.worker_lease_ms / 3000):
+            try:
+                self.hold_lease()
+            except redis.exceptions.RedisError:
+                continue
 
     def step(self) -> int:
         """Take one batch (reclaimed or new) and process it; returns jobs handled."""

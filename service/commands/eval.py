@@ -3,7 +3,11 @@
     factpatch eval --model smollm2-135m-instruct --editor runs/editor \\
         --facts data/facts/test.jsonl --locality data/facts/locality_test.jsonl \\
         --neighborhood data/facts/neighborhood_test.jsonl --n 1,16,64,256,1024 \\
-        --editors malmen,mend,ft --sequential-batches 16 --batch 64 --out runs/eval [--realworld]
+        --editors malmen,malmen-ridge,mend,ft --sequential-batches 16 --batch 64 \\
+        --preserve 0,100,1000 --out runs/eval [--realworld]
+
+Editors: malmen (the checkpoint as configured; --malmen-preserve overrides its μ),
+malmen-ridge (the same checkpoint with μ = 0: the plain MALMEN ridge solve), mend, ft, none.
 
 Writes results.json, results.md and PNG plots to --out.
 """
@@ -56,13 +60,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also evaluate the shipped real-world edits (+ real-world locality)",
     )
     p.add_argument("--n", default=DEFAULT_NS, help="simultaneous edit counts")
-    p.add_argument("--editors", default="malmen,mend,ft", help="malmen, mend, ft, none")
+    p.add_argument(
+        "--editors", default="malmen,mend,ft", help="malmen, malmen-ridge, mend, ft, none"
+    )
+    p.add_argument(
+        "--malmen-preserve",
+        type=float,
+        default=None,
+        help="weight μ of the preservation prior for the malmen editor (default: checkpoint's)",
+    )
     p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
     p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
     p.add_argument("--sequential-editors", default="malmen")
     p.add_argument("--tradeoff-n", type=int, default=64, help="0 disables the trade-off sweep")
     p.add_argument("--eta-scale", default="0.25,0.5,1,2", help="η scales for the trade-off")
     p.add_argument("--lambda", dest="lambdas", default="1,10,100,1000", help="λ for the trade-off")
+    p.add_argument(
+        "--preserve",
+        dest="preserves",
+        default="",
+        help="preservation-prior weights μ for the trade-off (η × 1, the editor's λ)",
+    )
     p.add_argument("--max-locality", type=int, default=MAX_LOCALITY)
     p.add_argument("--batch-size", type=int, default=32, help="LM batch size for scoring")
     p.add_argument("--device", default="auto")
@@ -78,23 +96,28 @@ def _sample(items: list[Any], n: int, seed: int) -> list[Any]:
 
 
 def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    """{name: editor} for --editors, and a factory (η scale, λ) -> MALMEN editor."""
+    """{name: editor} for --editors, and a factory (η scale, λ, μ) -> MALMEN editor.
+
+    The factory's None means the editor's own value, except μ: None there means
+    --malmen-preserve when given, else the checkpoint's."""
     from editor_core.baselines import FTEditor, MendEditor
     from editor_core.editor import MalmenEditor
     from editor_core.evaluate import with_overrides
 
-    def malmen(eta: float | None = None, lam: float | None = None) -> Any:
+    def malmen(eta: float | None = None, lam: float | None = None, mu: float | None = None) -> Any:
         if args.editor is None:
             log.warning("no --editor checkpoint: MALMEN uses an untrained (identity) network")
             ed = MalmenEditor.random_init(loaded)
         else:
             ed = MalmenEditor.from_checkpoint(args.editor, loaded)
-        return with_overrides(ed, eta, lam)
+        return with_overrides(ed, eta, lam, mu if mu is not None else args.malmen_preserve)
 
     editors: dict[str, Any] = {}
     for name in [e.strip() for e in args.editors.split(",") if e.strip()]:
         if name == "malmen":
             editors[name] = malmen()
+        elif name == "malmen-ridge":
+            editors[name] = malmen(mu=0.0)
         elif name == "mend":
             editors[name] = MendEditor(malmen())
         elif name == "ft":
@@ -102,7 +125,7 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
         elif name == "none":
             editors[name] = NoEdit()
         else:
-            raise SystemExit(f"unknown editor {name!r} (malmen, mend, ft, none)")
+            raise SystemExit(f"unknown editor {name!r} (malmen, malmen-ridge, mend, ft, none)")
     return editors, malmen
 
 
@@ -182,6 +205,7 @@ def evaluate_set(
             nb_set,
             args.seed,
             args.batch_size,
+            preserves=_floats(args.preserves),
         )
     return out
 
@@ -206,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
         "meta": {
             "model": args.model,
             "editor": str(args.editor) if args.editor else None,
+            "editor_sha256": getattr(editors.get("malmen"), "checkpoint_sha256", None),
+            "malmen_preserve": getattr(
+                getattr(editors.get("malmen"), "config", None), "preserve", None
+            ),
             "editors": list(editors),
             "seed": args.seed,
             "n": _ints(args.n),
@@ -271,7 +299,8 @@ def write_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# factpatch eval: {meta['model']}",
         "",
-        f"editor checkpoint: {meta['editor']}; device {meta['device']}; seed {meta['seed']}",
+        f"editor checkpoint: {meta['editor']} (sha256 {meta.get('editor_sha256')}); "
+        f"malmen μ = {meta.get('malmen_preserve')}; device {meta['device']}; seed {meta['seed']}",
     ]
     for name in ("facts", "realworld"):
         res = results.get(name)
@@ -298,7 +327,16 @@ def write_markdown(results: dict[str, Any]) -> str:
             lines += ["", f"### sequential: {run_name}", ""]
             lines += _table(cols, [[h.get(c) for c in cols] for h in history])
         if res["tradeoff"]:
-            cols = ["eta_scale", "lambda", "es", "gs", "ls_ordinary", "ls_neighborhood"]
+            cols = [
+                "knob",
+                "eta_scale",
+                "lambda",
+                "preserve",
+                "es",
+                "gs",
+                "ls_ordinary",
+                "ls_neighborhood",
+            ]
             lines += ["", "### ES–LS trade-off (edit-time knobs)", ""]
             lines += _table(cols, [[t.get(c) for c in cols] for t in res["tradeoff"]])
     return "\n".join(lines) + "\n"

@@ -124,7 +124,7 @@ def eval_args(tiny_dir: Path, tmp_path: Path) -> argparse.Namespace:
             "--n",
             "1,4,16",
             "--editors",
-            "none,malmen,ft",
+            "none,malmen,malmen-ridge,ft",
             "--sequential-batches",
             "2",
             "--batch",
@@ -135,6 +135,8 @@ def eval_args(tiny_dir: Path, tmp_path: Path) -> argparse.Namespace:
             "0.5,1",
             "--lambda",
             "10",
+            "--preserve",
+            "0,100",
             "--out",
             str(tmp_path / "out"),
             "--realworld",
@@ -148,7 +150,7 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
     results = json.loads((out / "results.json").read_text())
     for name in ("facts", "realworld"):
         sim = results[name]["simultaneous"]
-        assert set(sim) == {"none", "malmen", "ft"}
+        assert set(sim) == {"none", "malmen", "malmen-ridge", "ft"}
         for by_n in sim.values():
             assert set(by_n) == {"1", "4", "16"}
     assert "skipped" in results["facts"]["simultaneous"]["ft"]["16"]  # 12 facts < 16
@@ -156,7 +158,10 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
     seq = results["facts"]["sequential"]
     assert set(seq) == {"malmen/joint", "malmen/sequential"}
     assert [h["edits"] for h in seq["malmen/joint"]] == [3, 6]
-    assert len(results["facts"]["tradeoff"]) == 3
+    tradeoff = results["facts"]["tradeoff"]
+    assert [t["knob"] for t in tradeoff] == ["eta", "eta", "lambda", "preserve", "preserve"]
+    assert [t["preserve"] for t in tradeoff[-2:]] == [0.0, 100.0]
+    assert all(t["eta_scale"] == 1.0 for t in tradeoff[2:])
     for png in (
         "facts_vs_n.png",
         "facts_sequential.png",
@@ -165,4 +170,21 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
     ):
         assert (out / png).stat().st_size > 1000
     md = (out / "results.md").read_text()
-    assert "N simultaneous edits" in md and "| malmen |" in md
+    assert "N simultaneous edits" in md and "| malmen |" in md and "| malmen-ridge |" in md
+    assert "| preserve |" in md
+
+
+def test_with_overrides_sets_preserve_and_leaves_the_rest() -> None:
+    from dataclasses import dataclass
+
+    from editor_core.editor import EditorConfig
+    from editor_core.evaluate import with_overrides
+
+    @dataclass
+    class Holder:
+        config: EditorConfig
+
+    ed = with_overrides(Holder(EditorConfig(preserve=100.0)), None, None, 0.0)
+    assert ed.config.preserve == 0.0 and ed.config.eta_scale == 1.0
+    ed = with_overrides(ed, 0.5, 10.0)
+    assert ed.config.preserve == 0.0 and ed.config.lambda_override == 10.0

@@ -37,6 +37,7 @@ def test_killed_worker_applies_job_exactly_once(
         REDIS_URL=redis_url,
         FACTPATCH_WORKER_CLAIM_IDLE_MS="300",
         FACTPATCH_WORKER_LINGER_MS="0",
+        FACTPATCH_WORKER_LEASE_MS="1000",  # the killed worker's lease expires quickly
     )
     keys = Keys(env["FACTPATCH_REDIS_PREFIX"])
     client = redis.Redis.from_url(redis_url)
