@@ -65,17 +65,23 @@ def verify_manifest(directory: Path) -> dict[str, str]:
     if not manifest.is_file():
         raise CheckpointError(f"{directory} is not an editor checkpoint: no {MANIFEST_FILE}")
     files: dict[str, str] = json.loads(manifest.read_text())["files"]
+    problem = check_files(directory, files)
+    if problem:
+        raise CheckpointError(f"checkpoint {directory}: {problem}; refusing to load it")
+    return files
+
+
+def check_files(directory: Path, files: dict[str, str]) -> str | None:
+    """The first file of `files` ({name: sha256}) that is missing or whose sha256 differs,
+    described for an error message; None when all match."""
     for name, expected in files.items():
-        path = directory / name
+        path = Path(directory) / name
         if not path.is_file():
-            raise CheckpointError(f"checkpoint {directory}: {name} is listed but missing")
+            return f"{name} is listed but missing"
         actual = sha256_file(path)
         if actual != expected:
-            raise CheckpointError(
-                f"checkpoint {directory}: {name} is corrupted (sha256 {actual[:12]}…, "
-                f"manifest says {expected[:12]}…); refusing to load it"
-            )
-    return files
+            return f"{name} is corrupted (sha256 {actual[:12]}…, manifest says {expected[:12]}…)"
+    return None
 
 
 def editor_config_json(editor: MalmenEditor, meta: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ import redis
 import torch
 from safetensors.torch import load_file, save_file
 
+from editor_core.checkpoint import check_files
+from editor_core.checkpoint import sha256_file as file_sha256
 from service.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,6 @@ MANIFEST_FILE = "manifest.json"
 COMMITTED_MARKER = "committed"
 CURRENT_MIRROR = "CURRENT"
 EVENTS_MIRROR = "events.jsonl"
-_HASH_CHUNK = 1 << 20
 
 
 class VersionCorruptError(Exception):
@@ -67,14 +68,6 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         return cls(**json.loads(text))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -168,16 +161,9 @@ class VersionStore:
         m = self.manifest(version)
         if not m.files:
             raise VersionCorruptError(f"version {version}: manifest lists no tensor files")
-        for name, digest in m.files.items():
-            path = self.path(version) / name
-            if not path.is_file():
-                raise VersionCorruptError(f"version {version}: {name} is missing")
-            actual = file_sha256(path)
-            if actual != digest:
-                raise VersionCorruptError(
-                    f"version {version}: {name} has sha256 {actual[:12]}…, manifest says "
-                    f"{digest[:12]}…; refusing to serve it"
-                )
+        problem = check_files(self.path(version), m.files)
+        if problem:
+            raise VersionCorruptError(f"version {version}: {problem}; refusing to serve it")
         return m
 
     def load(self, version: int) -> tuple[Manifest, dict[str, torch.Tensor]]:
