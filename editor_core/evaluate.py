@@ -282,13 +282,22 @@ def neighbourhood_of(facts: Sequence[Fact], pool: LocalitySet) -> LocalitySet:
     return pool.subset([i for i, p in enumerate(pool.prompts) if p in wanted])
 
 
-def with_overrides(editor: Any, eta_scale: float | None, lambda_override: float | None) -> Any:
-    """Set edit-time knobs on an editor whose `config` is a dataclass (MalmenEditor)."""
+def with_overrides(
+    editor: Any,
+    eta_scale: float | None,
+    lambda_override: float | None,
+    preserve: float | None = None,
+) -> Any:
+    """Set edit-time knobs on an editor whose `config` is a dataclass (MalmenEditor):
+    η scale, λ for every module, and the weight μ of the preservation prior (0 = plain
+    MALMEN ridge solve).  None leaves a knob as the editor has it."""
     changes: dict[str, Any] = {}
     if eta_scale is not None:
         changes["eta_scale"] = eta_scale
     if lambda_override is not None:
         changes["lambda_override"] = lambda_override
+    if preserve is not None:
+        changes["preserve"] = preserve
     if changes:
         editor.config = replace(editor.config, **changes)
     return editor

@@ -65,24 +65,40 @@ def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> 
     return path
 
 
+_KNOBS = (
+    ("eta", "o", "η scale"),
+    ("lambda", "s", "λ"),
+    ("preserve", "^", "μ (preservation prior)"),
+)
+
+
+def _knob(row: dict[str, Any]) -> str:
+    if "knob" in row:
+        return str(row["knob"])
+    return "eta" if row.get("lambda") is None else "lambda"  # rows from before the μ axis
+
+
+def _tag(row: dict[str, Any], knob: str) -> str:
+    if knob == "eta":
+        return f"η×{row['eta_scale']:g}"
+    if knob == "lambda":
+        return f"λ={row['lambda']:g}"
+    return f"μ={row['preserve']:g}"
+
+
 def plot_tradeoff(tradeoff: list[dict[str, Any]], path: Path) -> Path:
-    """ES against LS (ordinary and neighbourhood) as the edit-time η scale and λ vary."""
+    """ES against LS (ordinary and neighbourhood) as the edit-time η scale, λ and the
+    preservation-prior weight μ vary (one knob at a time); each point labelled by its knob."""
     fig, axes = _grid(2)
     for ax, ls in zip(axes, ("ls_ordinary", "ls_neighborhood"), strict=True):
-        for knob, marker in (("eta", "o"), ("lambda", "s")):
-            rows = [r for r in tradeoff if (r["lambda"] is None) == (knob == "eta")]
+        for knob, marker, label in _KNOBS:
+            rows = [r for r in tradeoff if _knob(r) == knob]
             rows = [r for r in rows if r.get(ls) is not None and r.get("es") is not None]
             if not rows:
                 continue
-            ax.plot(
-                [r[ls] for r in rows],
-                [r["es"] for r in rows],
-                marker=marker,
-                label="η scale" if knob == "eta" else "λ",
-            )
+            ax.plot([r[ls] for r in rows], [r["es"] for r in rows], marker=marker, label=label)
             for r in rows:
-                tag = f"η×{r['eta_scale']:g}" if knob == "eta" else f"λ={r['lambda']:g}"
-                ax.annotate(tag, (r[ls], r["es"]), fontsize=7)
+                ax.annotate(_tag(r, knob), (r[ls], r["es"]), fontsize=7)
         ax.set_xlabel(LABELS[ls])
         ax.set_ylabel("ES")
         ax.set_xlim(-0.02, 1.02)

@@ -67,8 +67,13 @@ def run_sequential(
     neighborhood: LocalitySet,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+    full_every: int = 1,
 ) -> list[dict[str, Any]]:
     """Batches of edits applied one after another; metrics after each batch.
+
+    The ES of the first batch is scored after every batch; the full metrics (ES, GS, LS,
+    generation over all edits so far) after every `full_every`-th batch and after the last
+    (0: after the last only; negative: never — cheaper histories on a slow machine).
 
     mode "joint": every edit's rows are kept (computed against the base weights) and one
         least-squares solve over all edits so far is applied to the base weights.
@@ -100,8 +105,12 @@ def run_sequential(
                 delta, _ = timed_delta(editor, reqs, device)
                 apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
             so_far = [f for b in batches[: t + 1] for f in b]
-            nb = neighbourhood_of(so_far, neighborhood)
-            metrics = score_edited(loaded, so_far, ordinary, nb, batch_size)
+            last = t + 1 == len(batches)
+            full = full_every >= 0 and (last or (full_every > 0 and (t + 1) % full_every == 0))
+            metrics: dict[str, Any] = {}
+            if full:
+                nb = neighbourhood_of(so_far, neighborhood)
+                metrics = score_edited(loaded, so_far, ordinary, nb, batch_size)
             first = token_accuracy(loaded.model, tok, requests_of(batches[0]), batch_size)
             history.append(
                 {
@@ -118,7 +127,7 @@ def run_sequential(
 
 def run_tradeoff(
     loaded: LoadedModel,
-    make_editor: Callable[[float | None, float | None], Editor],
+    make_editor: Callable[..., Editor],
     facts: Sequence[Fact],
     n: int,
     eta_scales: Sequence[float],
@@ -127,14 +136,32 @@ def run_tradeoff(
     neighborhood: LocalitySet,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+    preserves: Sequence[float] = (),
 ) -> list[dict[str, Any]]:
-    """ES/GS/LS at N edits as the edit-time η scale (λ from the editor) and λ (η × 1) vary."""
+    """ES/GS/LS at N edits along three edit-time axes, one knob at a time:
+    the η scale (λ and μ from the editor), λ (η × 1, μ from the editor) and the weight μ of
+    the preservation prior (η × 1, the editor's λ).  `make_editor(eta, lam)` — or
+    `make_editor(eta, lam, mu)` when `preserves` is given — builds an editor; None = the
+    editor's own value.  Each row says which `knob` varied and the values in effect."""
     chosen = sample_facts(facts, min(n, len(facts)), seed) or []
     nb = neighbourhood_of(chosen, neighborhood)
-    grid: list[tuple[float | None, float | None]] = [(e, None) for e in eta_scales]
-    grid += [(None, lam) for lam in lambdas]
+    grid: list[tuple[str, float | None, float | None, float | None]] = [
+        ("eta", e, None, None) for e in eta_scales
+    ]
+    grid += [("lambda", None, lam, None) for lam in lambdas]
+    grid += [("preserve", None, None, mu) for mu in preserves]
     out = []
-    for eta, lam in tqdm(grid, desc="trade-off", unit="setting"):
-        metrics = evaluate_edit(loaded, make_editor(eta, lam), chosen, ordinary, nb, batch_size)
-        out.append({"eta_scale": eta if eta is not None else 1.0, "lambda": lam, **metrics})
+    for knob, eta, lam, mu in tqdm(grid, desc="trade-off", unit="setting"):
+        editor = make_editor(eta, lam) if mu is None else make_editor(eta, lam, mu)
+        config = getattr(editor, "config", None)
+        metrics = evaluate_edit(loaded, editor, chosen, ordinary, nb, batch_size)
+        out.append(
+            {
+                "knob": knob,
+                "eta_scale": eta if eta is not None else getattr(config, "eta_scale", 1.0),
+                "lambda": lam,
+                "preserve": getattr(config, "preserve", mu),
+                **metrics,
+            }
+        )
     return out

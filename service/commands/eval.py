@@ -72,6 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
     p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
     p.add_argument("--sequential-editors", default="malmen")
+    p.add_argument(
+        "--sequential-full-every",
+        type=int,
+        default=1,
+        help="full metrics every K batches and after the last (0: last only, <0: never); "
+        "the first batch's ES is scored after every batch",
+    )
     p.add_argument("--tradeoff-n", type=int, default=64, help="0 disables the trade-off sweep")
     p.add_argument("--eta-scale", default="0.25,0.5,1,2", help="η scales for the trade-off")
     p.add_argument("--lambda", dest="lambdas", default="1,10,100,1000", help="λ for the trade-off")
@@ -191,6 +198,7 @@ def evaluate_set(
                     nb_set,
                     args.seed,
                     args.batch_size,
+                    full_every=args.sequential_full_every,
                 )
     out["tradeoff"] = []
     if args.tradeoff_n > 0 and "malmen" in editors:

@@ -129,6 +129,8 @@ def eval_args(tiny_dir: Path, tmp_path: Path) -> argparse.Namespace:
             "2",
             "--batch",
             "3",
+            "--sequential-full-every",
+            "0",
             "--tradeoff-n",
             "4",
             "--eta-scale",
@@ -158,6 +160,9 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
     seq = results["facts"]["sequential"]
     assert set(seq) == {"malmen/joint", "malmen/sequential"}
     assert [h["edits"] for h in seq["malmen/joint"]] == [3, 6]
+    first, last = seq["malmen/joint"]
+    assert "es" not in first and "es_first_batch" in first  # full metrics after the last only
+    assert "es" in last and "es_first_batch" in last
     tradeoff = results["facts"]["tradeoff"]
     assert [t["knob"] for t in tradeoff] == ["eta", "eta", "lambda", "preserve", "preserve"]
     assert [t["preserve"] for t in tradeoff[-2:]] == [0.0, 100.0]
