@@ -12,12 +12,12 @@ MODEL  := $(DATA)/models/smollm2-135m-instruct/config.json
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test lint deploy-check typecheck imports pytest test-slow bench eval train data setup clean help
+.PHONY: run test lint deploy-check typecheck imports pytest test-slow bench data setup clean help
 
 help:
 	@echo "make run    install, convert the default model once, serve on 127.0.0.1:8000"
 	@echo "make test   install, convert, lint, type-check, import contract, test suite"
-	@echo "make test-slow | bench | data | train | eval   (see README)"
+	@echo "make test-slow | bench | data | deploy-check   (see README)"
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
