@@ -48,7 +48,11 @@ def plot_vs_n(simultaneous: dict[str, dict[str, Any]], path: Path, title: str = 
 
 def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """Metrics against edits so far, one line per (editor, mode)."""
-    metrics = (*METRICS, "es_first_batch")
+    metrics = tuple(
+        m
+        for m in (*METRICS, "es_first_batch")
+        if any(h.get(m) is not None for hist in sequential.values() for h in hist)
+    ) or ("es_first_batch",)  # only the metrics that were scored (--sequential-full-every)
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         for run, history in sequential.items():
