@@ -224,7 +224,6 @@ def run(args: argparse.Namespace) -> int:
     from editor_core.config import ModelSpec
     from editor_core.data import read_facts, read_locality, realworld_facts, realworld_locality
     from editor_core.loading import load_model
-    from editor_core.plots import plot_sequential, plot_tradeoff, plot_vs_n
 
     torch.manual_seed(args.seed)
     layers = tuple(_ints(args.layers)) if args.layers else None
@@ -264,16 +263,28 @@ def run(args: argparse.Namespace) -> int:
         log.info("evaluating %s: %d facts", name, len(facts))
         res = evaluate_set(loaded, editors, make_malmen, facts, ordinary, neighbours, args)
         results[name] = res
-        plot_vs_n(res["simultaneous"], args.out / f"{name}_vs_n.png", title=name)
-        if res["sequential"]:
-            plot_sequential(res["sequential"], args.out / f"{name}_sequential.png")
-        if res["tradeoff"]:
-            plot_tradeoff(res["tradeoff"], args.out / f"{name}_tradeoff.png")
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    markdown = write_markdown(results)
-    (args.out / "results.md").write_text(markdown, encoding="utf-8")
-    print(markdown)
+    print(write_report(results, args.out))
     return 0
+
+
+def write_report(results: dict[str, Any], out: Path) -> str:
+    """PNG plots per set and results.md in `out`; returns the markdown."""
+    from editor_core.plots import plot_sequential, plot_tradeoff, plot_vs_n
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("facts", "realworld"):
+        res = results.get(name)
+        if res is None:
+            continue
+        plot_vs_n(res["simultaneous"], out / f"{name}_vs_n.png", title=name)
+        if res["sequential"]:
+            plot_sequential(res["sequential"], out / f"{name}_sequential.png")
+        if res["tradeoff"]:
+            plot_tradeoff(res["tradeoff"], out / f"{name}_tradeoff.png")
+    markdown = write_markdown(results)
+    (out / "results.md").write_text(markdown, encoding="utf-8")
+    return markdown
 
 
 # -- report -------------------------------------------------------------------------------

@@ -20,12 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from editor_core.loading import DEFAULT_MODEL, resolve_model_dir
+    from service.commands.train import data_dir_for
 
-    data_dir = args.data_dir
-    if data_dir is None:
-        from service.settings import Settings
-
-        data_dir = Settings().data_dir
+    data_dir = data_dir_for(DEFAULT_MODEL, args.data_dir)
     path = resolve_model_dir(DEFAULT_MODEL, data_dir)
     log.info("default model ready in %s", path)
     return 0
