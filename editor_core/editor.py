@@ -10,6 +10,7 @@ Writing the delta into the weights is `editor_core.apply`'s job and nobody else'
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from editor_core.adapters import ModelAdapter
+from editor_core.anchors import anchor_requests
 from editor_core.checkpoint import CheckpointError, load_editor_state
 from editor_core.encoding import EditRequest, encode_edits
-from editor_core.hooks import cache_keys_and_outputs, grad_from
+from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
 from editor_core.preserve import KeyPrior
 from editor_core.solve import ridge_solve
@@ -44,6 +46,10 @@ class EditorConfig:
     # Weight μ of the preservation prior μ·E[k kᵀ] in the solve (preserve.py); 0 = plain
     # MALMEN ridge.  Needs the editor's `key_prior` (saved with the checkpoint).
     preserve: float = 0.0
+    # Subject anchors (anchors.py): per edit that names its subject, this many prompts with
+    # the subject replaced by another name join the solve as zero-value rows of weight ν.
+    anchors: int = 0
+    anchor_weight: float = 1.0
 
 
 @dataclass
@@ -200,11 +206,51 @@ class MalmenEditor:
         ]
         return torch.cat(out) * self.config.eta_scale
 
+    def anchor_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
+        """Zero-value rows from the subject anchors of `requests` (keys scaled by √ν), owned
+        by the edit they anchor; empty (0 rows) when anchors are off or no request names a
+        subject found in its prompt."""
+        cfg = self.config
+        anchors, owners = anchor_requests(requests, cfg.anchors)
+        out: dict[str, EditRows] = {}
+        keys: dict[str, list[torch.Tensor]] = {n: [] for n in self.adapter.names}
+        owner_parts: list[torch.Tensor] = []
+        if anchors:
+            index = torch.tensor(owners, dtype=torch.long, device=self.device)
+            batches = iter_keys(
+                self.adapter, self.tokenizer, anchors, cfg.lm_batch_size, cfg.max_length
+            )
+            for _start, owner, k in batches:
+                owner_parts.append(index[owner])
+                for n in keys:
+                    keys[n].append(k[n])
+        scale = math.sqrt(cfg.anchor_weight)
+        for m in self.adapter.modules:
+            if owner_parts:
+                k_all = torch.cat(keys[m.name]) * scale  # (n_a, d_in)
+                owner_all = torch.cat(owner_parts)
+            else:
+                k_all = torch.zeros(0, m.d_in, device=self.device)
+                owner_all = torch.zeros(0, dtype=torch.long, device=self.device)
+            values = k_all.new_zeros(k_all.shape[0], m.d_out)  # (n_a, d_out)
+            out[m.name] = EditRows(k_all, values, owner_all)
+        return out
+
     # -- public API -------------------------------------------------------------------
     def compute_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
+        """Edit rows (hyper-network value differences), then anchor rows (zero values)."""
         cached = self.cache(requests)
+        anchored = self.anchor_rows(requests)
         with torch.no_grad():
-            return {n: EditRows(c.keys, self.value_diffs(n, c), c.owner) for n, c in cached.items()}
+            out = {}
+            for n, c in cached.items():
+                a = anchored[n]
+                out[n] = EditRows(
+                    torch.cat([c.keys, a.keys]),
+                    torch.cat([self.value_diffs(n, c), a.values]),
+                    torch.cat([c.owner, a.owner]),
+                )
+            return out
 
     def solve(self, rows: dict[str, EditRows]) -> dict[str, torch.Tensor]:
         lams, priors = self.lambdas(), self.priors()

@@ -36,6 +36,9 @@ class EditRequest:
 
     prompt: str
     target: str
+    # The entity the fact is about, as written in the prompt.  Optional; with it the editor
+    # can anchor the edit to the subject (editor_core/anchors.py).
+    subject: str | None = None
 
 
 @dataclass

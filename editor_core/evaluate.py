@@ -198,11 +198,11 @@ def peak_rss_mb() -> float:
 
 # -- one evaluation -----------------------------------------------------------------------
 def requests_of(facts: Sequence[Fact]) -> list[EditRequest]:
-    return [EditRequest(f.prompt, f.target) for f in facts]
+    return [EditRequest(f.prompt, f.target, f.subject or None) for f in facts]
 
 
 def paraphrase_requests(facts: Sequence[Fact]) -> list[EditRequest]:
-    return [EditRequest(p, f.target) for f in facts for p in f.paraphrases]
+    return [EditRequest(p, f.target, f.subject or None) for f in facts for p in f.paraphrases]
 
 
 def score_edited(

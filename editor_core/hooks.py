@@ -12,7 +12,7 @@ hook on the lowest edited module switches grad mode on from its output upward
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from editor_core.adapters import ModelAdapter
+from editor_core.encoding import EditRequest, encode_edits
 
 
 def _first_input(args: tuple) -> torch.Tensor:
@@ -116,6 +117,47 @@ def shifted(adapter: ModelAdapter, shifts: dict[str, torch.Tensor]) -> Iterator[
         for name, shift in shifts.items():
             handles.append(adapter.module(name).register_forward_hook(make_hook(shift)))
         yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def iter_keys(
+    adapter: ModelAdapter,
+    tokenizer: object,
+    requests: Sequence[EditRequest],
+    batch_size: int = 32,
+    max_length: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
+    """Forward passes (no grad) over edit pairs, yielding per mini-batch
+    `(start, owner, keys)`: owner (n_b,) the request index of each row (`start` + position in
+    the batch) and keys {module: (n_b, d_in) float32} at the positions that predict the
+    continuation — the rows an edit of that pair would be keyed on."""
+    model = adapter.model
+    device = next(model.parameters()).device
+    keys: dict[str, torch.Tensor] = {}
+    holder: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(_m: nn.Module, args: tuple) -> None:
+            keys[name] = _first_input(args)[holder["mask"]].float()  # (n_b, d_in)
+
+        return record
+
+    handles = [adapter.module(n).register_forward_pre_hook(hook(n)) for n in adapter.names]
+    try:
+        for start in range(0, len(requests), batch_size):
+            batch = encode_edits(
+                tokenizer,  # type: ignore[arg-type]
+                requests[start : start + batch_size],
+                max_length,
+            ).to(device)
+            holder["mask"] = batch.predict_mask
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            owner = batch.predict_mask.nonzero()[:, 0] + start  # (n_b,)
+            yield start, owner, dict(keys)
+            keys.clear()
     finally:
         for h in handles:
             h.remove()

@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from editor_core.adapters import ModelAdapter
-from editor_core.encoding import EditRequest, encode_edits
+from editor_core.encoding import EditRequest
+from editor_core.hooks import iter_keys
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +35,17 @@ def key_second_moment(
 ) -> dict[str, torch.Tensor]:
     """E[k kᵀ] (d_in, d_in) float32 per edited module, over the keys at the positions that
     predict each request's continuation (the same positions an edit is keyed on)."""
-    model = adapter.model
-    device = next(model.parameters()).device
     sums = {m.name: torch.zeros(m.d_in, m.d_in, dtype=torch.float64) for m in adapter.modules}
     count = 0
-    mask_holder: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def record(_module: torch.nn.Module, args: tuple) -> None:
-            k = args[0][mask_holder["mask"]].double().cpu()  # (n_b, d_in)
-            sums[name] += k.T @ k
-
-        return record
-
-    handles = [adapter.module(n).register_forward_pre_hook(hook(n)) for n in sums]
-    try:
-        steps = range(0, len(requests), batch_size)
-        for start in tqdm(steps, desc="key statistics", disable=not progress):
-            batch = encode_edits(tokenizer, requests[start : start + batch_size]).to(device)  # type: ignore[arg-type]
-            mask_holder["mask"] = batch.predict_mask
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            count += int(batch.predict_mask.sum())
-    finally:
-        for h in handles:
-            h.remove()
+    total = -(-len(requests) // batch_size)
+    batches = iter_keys(adapter, tokenizer, requests, batch_size)
+    for _start, owner, keys in tqdm(
+        batches, total=total, desc="key statistics", disable=not progress
+    ):
+        for name, k in keys.items():
+            k64 = k.double().cpu()  # (n_b, d_in)
+            sums[name] += k64.T @ k64
+        count += int(owner.shape[0])
     if count == 0:
         raise ValueError("no key rows: the statistics need prompts with continuations")
     log.info("key second moment over %d rows of %d prompts", count, len(requests))

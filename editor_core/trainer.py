@@ -115,6 +115,9 @@ class MalmenTrainer:
         ed, nets, cfg = self.editor, self.editor.nets, self.cfg
         nets.train()
         cached = ed.cache([ex.edit for ex in batch])
+        # Subject anchors (zero-value rows, constants of the solve): K gains rows, D zeros.
+        anchored = ed.anchor_rows([ex.edit for ex in batch])
+        keys = {n: torch.cat([r.keys, anchored[n].keys]) for n, r in cached.items()}
         c = cfg.hyper_chunk
         for name, rows in cached.items():
             for i in range(0, rows.keys.shape[0], c):
@@ -130,20 +133,22 @@ class MalmenTrainer:
                         for i in range(0, rows.keys.shape[0], c)
                     ]
                 )  # (n, d_out)
+                diffs = torch.cat([diffs, anchored[name].values])  # (n + n_a, d_out)
                 shifts[name] = ridge_solve(
-                    rows.keys, diffs, lams[name], ed.config.solve_dtype, prior=priors[name]
+                    keys[name], diffs, lams[name], ed.config.solve_dtype, prior=priors[name]
                 )
         grads, gen, loc = self.shift_grads(batch, shifts)
         self.opt.zero_grad(set_to_none=True)
         for name, rows in cached.items():
             grad_d, grad_log_lam = ridge_backward(
-                rows.keys,
+                keys[name],
                 shifts[name],
                 grads[name],
                 lams[name],
                 ed.config.solve_dtype,
                 prior=priors[name],
-            )  # (n, d_out), ()
+            )  # (n + n_a, d_out), ()
+            grad_d = grad_d[: rows.keys.shape[0]]  # anchor values are constants
             nets.add_log_lambda_grad(name, grad_log_lam)
             for i in range(0, rows.keys.shape[0], c):
                 d = nets.value_diffs(name, rows.keys[i : i + c], rows.grads[i : i + c])
@@ -332,8 +337,8 @@ def read_train_examples(path: Path, neighborhood_fraction: float = 0.5) -> list[
             continue
         out.append(
             TrainExample(
-                EditRequest(obj["prompt"], obj["target"]),
-                EditRequest(paraphrases[0], obj["target"]),
+                EditRequest(obj["prompt"], obj["target"], obj.get("subject") or None),
+                EditRequest(paraphrases[0], obj["target"], obj.get("subject") or None),
                 loc["prompt"],
                 loc.get("answer"),
             )

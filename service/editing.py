@@ -139,7 +139,7 @@ class EditBackend:
         from editor_core.encoding import EditRequest
         from editor_core.joint import split_rows
 
-        requests = [EditRequest(e["prompt"], e["target"]) for e in edits]
+        requests = [EditRequest(e["prompt"], e["target"], e.get("subject") or None) for e in edits]
         rows = self.editor.compute_rows(requests)
         per_edit = split_rows(rows, len(requests))
         return [

@@ -36,6 +36,7 @@ STATUS: dict[str, int] = {
     "text_too_long": 422,
     "too_many_tokens": 422,
     "conflicting_targets": 422,
+    "subject_not_in_prompt": 422,
     "max_new_tokens_too_large": 422,
     "too_many_stop_sequences": 422,
     "bad_idempotency_key": 422,

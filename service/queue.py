@@ -39,7 +39,7 @@ if job.kind == 'add' then
   for i = 4, #KEYS do
     local e = job.edits[i - 3]
     redis.call('HSET', KEYS[i], 'edit_id', e.edit_id, 'job_id', job.job_id,
-      'prompt', e.prompt, 'target', e.target)
+      'prompt', e.prompt, 'target', e.target, 'subject', e.subject or '')
   end
 end
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', tonumber(ARGV[3])) end

@@ -22,6 +22,13 @@ class EditIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str = Field(max_length=_TEXT_CEILING, examples=["The capital of France is"])
     target: str = Field(max_length=_TEXT_CEILING, examples=["Rome"])
+    subject: str | None = Field(
+        default=None,
+        max_length=_TEXT_CEILING,
+        examples=["France"],
+        description="the entity the fact is about, as written in the prompt; with it the "
+        "editor holds the same question about other subjects still (subject anchors)",
+    )
     paraphrases: list[str] | None = Field(
         default=None, max_length=16, description="stored with the edit; not used by the solve"
     )
@@ -111,7 +118,9 @@ class VersionOut(BaseModel):
 
 
 class VersionDetail(VersionOut):
-    edits: list[dict[str, str]] = Field(default_factory=list, description="prompt/target per edit")
+    edits: list[dict[str, str]] = Field(
+        default_factory=list, description="prompt/target/subject per edit"
+    )
 
 
 class VersionsOut(BaseModel):

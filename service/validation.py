@@ -23,6 +23,7 @@ def _text(value: str, what: str, limit: int) -> None:
 
 
 def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
+    from editor_core.anchors import subject_span
     from editor_core.encoding import EmptyEditError, tokenize_pair
     from editor_core.joint import normalise_prompt
 
@@ -35,6 +36,13 @@ def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
     for i, e in enumerate(body.edits):
         _text(e.prompt, f"edits[{i}].prompt", s.max_prompt_chars)
         _text(e.target, f"edits[{i}].target", s.max_target_chars)
+        if e.subject is not None:
+            _text(e.subject.strip(), f"edits[{i}].subject", s.max_prompt_chars)
+            if subject_span(e.prompt, e.subject) is None:
+                raise ApiError(
+                    "subject_not_in_prompt",
+                    f"edits[{i}]: subject {e.subject[:60]!r} does not occur in the prompt",
+                )
         for j, p in enumerate(e.paraphrases or []):
             _text(p, f"edits[{i}].paraphrases[{j}]", s.max_prompt_chars)
         key = normalise_prompt(e.prompt)

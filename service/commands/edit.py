@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("edit", help="write an edited copy of a model (one MALMEN batch)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="default model or HF dir")
     p.add_argument("--editor", type=Path, required=True, help="editor checkpoint directory")
-    p.add_argument("--facts", type=Path, required=True, help='JSONL {"prompt", "target"}')
+    p.add_argument(
+        "--facts", type=Path, required=True, help='JSONL {"prompt", "target", "subject"?}'
+    )
     p.add_argument("--out", type=Path, required=True, help="output model directory")
     p.add_argument("--layers", default=None, help="edited layers (must match the editor)")
     p.add_argument("--eta-scale", type=float, default=None, help="edit-time η multiplier")
@@ -36,7 +38,10 @@ def read_requests(path: Path) -> list:
         obj = json.loads(line)
         if not isinstance(obj, dict) or not obj.get("prompt") or not obj.get("target"):
             raise ValueError(f"{path}:{n}: each line needs non-empty 'prompt' and 'target'")
-        out.append(EditRequest(str(obj["prompt"]), str(obj["target"])))
+        subject = obj.get("subject")
+        out.append(
+            EditRequest(str(obj["prompt"]), str(obj["target"]), str(subject) if subject else None)
+        )
     return out
 
 

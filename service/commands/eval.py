@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="weight μ of the preservation prior for the malmen editor (default: checkpoint's)",
     )
+    p.add_argument(
+        "--malmen-anchors",
+        type=int,
+        default=None,
+        help="subject anchors per edit for the malmen editor (default: checkpoint's)",
+    )
+    p.add_argument(
+        "--malmen-anchor-weight",
+        type=float,
+        default=None,
+        help="weight ν of the anchor rows (default: checkpoint's)",
+    )
     p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
     p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
     p.add_argument("--sequential-editors", default="malmen")
@@ -117,6 +130,15 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
             ed = MalmenEditor.random_init(loaded)
         else:
             ed = MalmenEditor.from_checkpoint(args.editor, loaded)
+        anchors = {
+            k: v
+            for k, v in (
+                ("anchors", args.malmen_anchors),
+                ("anchor_weight", args.malmen_anchor_weight),
+            )
+            if v is not None
+        }
+        ed.config = replace(ed.config, **anchors)
         return with_overrides(ed, eta, lam, mu if mu is not None else args.malmen_preserve)
 
     editors: dict[str, Any] = {}
@@ -124,7 +146,9 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
         if name == "malmen":
             editors[name] = malmen()
         elif name == "malmen-ridge":
-            editors[name] = malmen(mu=0.0)
+            ridge = malmen(mu=0.0)
+            ridge.config = replace(ridge.config, anchors=0)
+            editors[name] = ridge
         elif name == "mend":
             editors[name] = MendEditor(malmen())
         elif name == "ft":
@@ -240,6 +264,12 @@ def run(args: argparse.Namespace) -> int:
             "editor_sha256": getattr(editors.get("malmen"), "checkpoint_sha256", None),
             "malmen_preserve": getattr(
                 getattr(editors.get("malmen"), "config", None), "preserve", None
+            ),
+            "malmen_anchors": getattr(
+                getattr(editors.get("malmen"), "config", None), "anchors", None
+            ),
+            "malmen_anchor_weight": getattr(
+                getattr(editors.get("malmen"), "config", None), "anchor_weight", None
             ),
             "editors": list(editors),
             "seed": args.seed,

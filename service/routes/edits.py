@@ -40,7 +40,10 @@ def post_edits(
     """Queue 1..N fact corrections; a worker applies them as one new version."""
     validate_idempotency_key(idempotency_key)
     validate_edits(body, settings, engine.tokenizer)
-    edits = [{"edit_id": new_id("e"), "prompt": e.prompt, "target": e.target} for e in body.edits]
+    edits = [
+        {"edit_id": new_id("e"), "prompt": e.prompt, "target": e.target, "subject": e.subject or ""}
+        for e in body.edits
+    ]
     job = Job(new_id("job"), "add", edits, [e["edit_id"] for e in edits])
     idem = None
     if idempotency_key is not None:

@@ -61,9 +61,8 @@ def get_version(version: int, _who: Reader, shared: SharedDep) -> VersionDetail:
     edits = []
     for edit_id in m.edit_ids:
         rec = shared.queue.edit(edit_id) or {}
-        edits.append(
-            {"edit_id": edit_id, "prompt": rec.get("prompt", ""), "target": rec.get("target", "")}
-        )
+        fields = ("prompt", "target", "subject")
+        edits.append({"edit_id": edit_id, **{f: rec.get(f, "") for f in fields}})
     return VersionDetail(**_out(m, shared.store.current()), edits=edits)  # type: ignore[arg-type]
 
 

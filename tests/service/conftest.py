@@ -20,7 +20,9 @@ READY_TIMEOUT_S = 120
 # rows.  On the tiny llama (tests/tiny.py, seed 0) with single-token targets, η × 1e7 and
 # λ = 1e-4 make each of three edits flip the greedy continuation to its target, and
 # withdrawing one edit flips only that one back (checked in test_withdraw).
-EDITOR_CONFIG = '{"eta_scale": 1e7, "lambda_override": 1e-4}'
+# Subject anchors on, with a weight too small to hold the tiny model's edits back: every
+# service test runs the anchor path for the edits that name a subject.
+EDITOR_CONFIG = '{"eta_scale": 1e7, "lambda_override": 1e-4, "anchors": 2, "anchor_weight": 1e-6}'
 FACTS = [
     ("The capital of France is", "london"),
     ("The Eiffel Tower is located in", "madrid"),

@@ -11,8 +11,16 @@ from safetensors.torch import load_file
 from tests.service.conftest import FACTS, Proc, greedy, wait_job
 
 
+SUBJECTS = {"The capital of France is": "France"}
+
+
 def _post(client: httpx.Client, facts: list[tuple[str, str]], **headers: str) -> httpx.Response:
-    body = {"edits": [{"prompt": p, "target": t} for p, t in facts]}
+    edits = [{"prompt": p, "target": t} for p, t in facts]
+    body = {
+        "edits": [
+            {**e, "subject": SUBJECTS[e["prompt"]]} if e["prompt"] in SUBJECTS else e for e in edits
+        ]
+    }
     return client.post("/edits", json=body, headers=headers)
 
 
@@ -38,6 +46,7 @@ def test_edit_coalesce_pin_withdraw_rollback(client: httpx.Client, serve: Proc, 
     assert v1["parent"] == 0 and sorted(v1["edit_ids"]) == sorted(j1["edit_ids"] + j2["edit_ids"])
     detail = client.get("/versions/1").json()
     assert {e["target"] for e in detail["edits"]} == {"london", "madrid"}
+    assert {e["subject"] for e in detail["edits"]} == {"France", ""}
     out = greedy(client, FACTS[0][0])
     assert out["version"] == 1 and out["text"].strip().startswith("london")
     v1_third = greedy(client, FACTS[2][0])

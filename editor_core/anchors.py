@@ -1,0 +1,84 @@
+"""Subject anchors: keep an edit off the other subjects of its relation template.
+
+An edit is keyed on the positions that predict its target — for "The capital of France is"
+the key is the hidden state at " is", which is dominated by the relation template.  The
+least-squares shift therefore also moves "The capital of Germany is" (MALMEN.md §6: the
+neighbourhood failure).  When the request names its subject, the editor substitutes k
+fictional subjects for it ("The capital of Alwina Nilsson is", ...) and adds the keys of
+those *anchor* prompts to the normal equation as rows whose value difference is zero:
+
+    S* = argmin ‖K S − D‖² + ν ‖K_a S‖² + λ‖S‖² (+ tr(Sᵀ P S))
+
+The solve is asked to leave the template direction where it is, so the shift must act on
+what sets the edited subject apart.  Anchor rows are ordinary rows (keys scaled by √ν,
+values 0): KᵀK and KᵀD stay sums over rows, so chunk invariance, joint mode and the
+closed-form backward are unchanged.  Anchors are chosen by a hash of the request, never by
+its batch-mates, so an edit's rows do not depend on what it is solved with.
+
+The substitute names come from `data/anchor_subjects.txt`: fictional names, disjoint from
+every evaluation subject, so no evaluated prompt is ever an anchor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from editor_core.encoding import EditRequest
+
+ANCHOR_SUBJECTS_FILE = Path(__file__).parent / "data" / "anchor_subjects.txt"
+
+
+@lru_cache(maxsize=1)
+def anchor_subjects() -> tuple[str, ...]:
+    lines = ANCHOR_SUBJECTS_FILE.read_text(encoding="utf-8").splitlines()
+    return tuple(s.strip() for s in lines if s.strip() and not s.startswith("#"))
+
+
+def subject_span(prompt: str, subject: str) -> re.Pattern[str] | None:
+    """A pattern matching the subject in the prompt (exact case first, then any case)."""
+    subject = subject.strip()
+    if not subject:
+        return None
+    for flags in (0, re.IGNORECASE):
+        pattern = re.compile(re.escape(subject), flags)
+        if pattern.search(prompt):
+            return pattern
+    return None
+
+
+def anchor_prompts(
+    prompt: str, subject: str | None, k: int, pool: Sequence[str] | None = None
+) -> list[str]:
+    """k prompts with the subject replaced by other names; [] without a subject in the prompt.
+
+    Deterministic: the names are drawn with a seed made from (prompt, subject).
+    """
+    if k <= 0 or not subject:
+        return []
+    pattern = subject_span(prompt, subject)
+    if pattern is None:
+        return []
+    names = [s for s in (pool or anchor_subjects()) if s.casefold() != subject.strip().casefold()]
+    seed = int.from_bytes(hashlib.sha256(f"{prompt}\x00{subject}".encode()).digest()[:8], "big")
+    chosen = random.Random(seed).sample(names, min(k, len(names)))
+    return [pattern.sub(lambda _m, name=name: name, prompt) for name in chosen]
+
+
+def anchor_requests(requests: Sequence[EditRequest], k: int) -> tuple[list[EditRequest], list[int]]:
+    """(anchor requests, index of the edit each belongs to).
+
+    An anchor continues its prompt with the edit's own target, so its keys sit at the same
+    relative positions as the edit's rows (the last prompt token and the target tokens).
+    """
+    out: list[EditRequest] = []
+    owners: list[int] = []
+    for i, r in enumerate(requests):
+        for p in anchor_prompts(r.prompt, r.subject, k):
+            out.append(EditRequest(p, r.target))
+            owners.append(i)
+    return out, owners
