@@ -58,6 +58,13 @@ def anchor_prompts(
 
     Deterministic: the names are drawn with a seed made from (prompt, subject).
     """
+    return [p for p, _name in anchor_pairs(prompt, subject, k, pool)]
+
+
+def anchor_pairs(
+    prompt: str, subject: str | None, k: int, pool: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(anchor prompt, the name put in place of the subject), k of them."""
     if k <= 0 or not subject:
         return []
     pattern = subject_span(prompt, subject)
@@ -66,7 +73,17 @@ def anchor_prompts(
     names = [s for s in (pool or anchor_subjects()) if s.casefold() != subject.strip().casefold()]
     seed = int.from_bytes(hashlib.sha256(f"{prompt}\x00{subject}".encode()).digest()[:8], "big")
     chosen = random.Random(seed).sample(names, min(k, len(names)))
-    return [pattern.sub(lambda _m, name=name: name, prompt) for name in chosen]
+    return [(_put(pattern, prompt, name), name) for name in chosen]
+
+
+def _put(pattern: re.Pattern[str], prompt: str, name: str) -> str:
+    """Every match replaced by `name`, taken literally (a function replacement: a plain
+    string would read backslashes in the name as group references)."""
+
+    def literal(_m: re.Match[str]) -> str:
+        return name
+
+    return pattern.sub(literal, prompt)
 
 
 def anchor_requests(requests: Sequence[EditRequest], k: int) -> tuple[list[EditRequest], list[int]]:
@@ -78,7 +95,7 @@ def anchor_requests(requests: Sequence[EditRequest], k: int) -> tuple[list[EditR
     out: list[EditRequest] = []
     owners: list[int] = []
     for i, r in enumerate(requests):
-        for p in anchor_prompts(r.prompt, r.subject, k):
-            out.append(EditRequest(p, r.target))
+        for p, name in anchor_pairs(r.prompt, r.subject, k):
+            out.append(EditRequest(p, r.target, name))
             owners.append(i)
     return out, owners

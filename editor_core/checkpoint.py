@@ -84,6 +84,27 @@ def check_files(directory: Path, files: dict[str, str]) -> str | None:
     return None
 
 
+def checkpoint_layers(directory: Path) -> tuple[int, ...] | None:
+    """The layer indices an editor checkpoint was trained for (from its config.json), or
+    None when the directory holds no readable config.  Lets `serve`/`eval` edit the layers
+    the editor expects without being told."""
+    try:
+        cfg = json.loads((Path(directory) / CONFIG_FILE).read_text())
+        template, modules = str(cfg["module_template"]), list(cfg["modules"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    head, _, tail = template.partition("{}")
+    layers = []
+    for name in modules:
+        if not (name.startswith(head) and name.endswith(tail)):
+            return None
+        index = name[len(head) : len(name) - len(tail)]
+        if not index.isdigit():
+            return None
+        layers.append(int(index))
+    return tuple(sorted(layers)) or None
+
+
 def editor_config_json(editor: MalmenEditor, meta: dict[str, Any]) -> dict[str, Any]:
     cfg = editor.model_config
     edited = {n: list(s) for n, s in editor.adapter.shapes().items()}

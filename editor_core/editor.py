@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from editor_core.adapters import ModelAdapter
 from editor_core.anchors import anchor_requests
 from editor_core.checkpoint import CheckpointError, load_editor_state
-from editor_core.encoding import EditRequest, encode_edits
+from editor_core.encoding import EditRequest, KeyPosition, encode_edits
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
 from editor_core.preserve import KeyPrior
@@ -50,6 +50,9 @@ class EditorConfig:
     # the subject replaced by another name join the solve as zero-value rows of weight ν.
     anchors: int = 0
     anchor_weight: float = 1.0
+    # Where edits are keyed: "predict" (MALMEN: the positions predicting the target) or
+    # "subject" (the subject's last token; needs requests that name their subject).
+    key_position: KeyPosition = "predict"
 
 
 @dataclass
@@ -93,6 +96,8 @@ class MalmenEditor:
         self.nets = nets.to(self.device)
         self.nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
+        # meta-training speed: bf16 autocast in the cache pass (below / above the edited layers)
+        self.bf16_cache = (False, False)
         self.key_prior: KeyPrior | None = None
         self._prior_cache: tuple[float | None, dict[str, torch.Tensor]] = (None, {})
 
@@ -173,16 +178,19 @@ class MalmenEditor:
         bs = self.config.lm_batch_size
         for start in range(0, len(requests), bs):
             batch = encode_edits(
-                self.tokenizer, requests[start : start + bs], self.config.max_length
+                self.tokenizer,
+                requests[start : start + bs],
+                self.config.max_length,
+                self.config.key_position,
             ).to(self.device)
-            mask = batch.predict_mask  # (B, L)
+            mask = batch.keyed_mask  # (B, L) the rows: predicting or subject positions
             owner = mask.nonzero()[:, 0] + start  # (n_b,) same order as x[mask]
             with cache_keys_and_outputs(self.adapter, mask) as cache:
-                with grad_from(self.adapter):
+                with grad_from(self.adapter, *self.bf16_cache):
                     logits = self.model(
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask
                     ).logits  # (B, L, V)
-                    loss = target_loss_sum(logits, batch.labels, mask)
+                    loss = target_loss_sum(logits, batch.labels, batch.predict_mask)
                 outputs = [cache.outputs[n] for n in names]
                 grads = torch.autograd.grad(loss, outputs)
             for n, g in zip(names, grads, strict=True):
@@ -218,7 +226,12 @@ class MalmenEditor:
         if anchors:
             index = torch.tensor(owners, dtype=torch.long, device=self.device)
             batches = iter_keys(
-                self.adapter, self.tokenizer, anchors, cfg.lm_batch_size, cfg.max_length
+                self.adapter,
+                self.tokenizer,
+                anchors,
+                cfg.lm_batch_size,
+                cfg.max_length,
+                cfg.key_position,
             )
             for _start, owner, k in batches:
                 owner_parts.append(index[owner])

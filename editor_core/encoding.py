@@ -15,11 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 IGNORE = -100
+
+# Where an edit is keyed (MALMEN.md §2 uses "predict"):
+#   "predict": every position whose logits predict a target token (one row per target token)
+#   "subject": the last token of the subject in the prompt (one row per fact, ROME/MEMIT's
+#              position); a request without a subject found in its prompt falls back to
+#              "predict".  scripts/key_geometry.py measures why: subject-token keys separate
+#              a fact's paraphrases from its neighbours far better than prompt-final keys.
+KeyPosition = Literal["predict", "subject"]
 
 
 class EditTooLongError(ValueError):
@@ -47,11 +56,17 @@ class EditBatch:
     attention_mask: torch.Tensor  # (B, L) long
     labels: torch.Tensor  # (B, L) long, shifted: token predicted at t, or IGNORE
     target_lengths: list[int]  # target tokens per fact
+    key_mask: torch.Tensor | None = None  # (B, L) bool, rows of the edit; None = predict_mask
 
     @property
     def predict_mask(self) -> torch.Tensor:
         """(B, L) bool: positions whose logits predict a target token."""
         return self.labels != IGNORE
+
+    @property
+    def keyed_mask(self) -> torch.Tensor:
+        """(B, L) bool: positions an edit is keyed on (its rows)."""
+        return self.predict_mask if self.key_mask is None else self.key_mask
 
     def to(self, device: torch.device | str) -> EditBatch:
         return EditBatch(
@@ -59,6 +74,7 @@ class EditBatch:
             self.attention_mask.to(device),
             self.labels.to(device),
             self.target_lengths,
+            None if self.key_mask is None else self.key_mask.to(device),
         )
 
 
@@ -89,12 +105,35 @@ def tokenize_pair(
     return prompt_ids, target_ids
 
 
+def subject_token_index(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str | None
+) -> int | None:
+    """Index (in the prompt's own token ids) of the last token overlapping the subject's
+    last occurrence in the prompt (any case), or None when there is no such subject."""
+    if not subject or not subject.strip():
+        return None
+    start = prompt.casefold().rfind(subject.strip().casefold())
+    if start < 0:
+        return None
+    end = start + len(subject.strip())
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
+        hits = [
+            i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start
+        ]
+        return hits[-1] if hits else None
+    # slow tokenizers: the tokens of the prompt up to the subject's end
+    return len(tokenizer(prompt[:end], add_special_tokens=True)["input_ids"]) - 1
+
+
 def encode_edits(
     tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[EditRequest],
     max_length: int | None = None,
+    key_position: KeyPosition = "predict",
 ) -> EditBatch:
-    """Tokenise edit pairs into one right-padded batch with shifted labels."""
+    """Tokenise edit pairs into one right-padded batch with shifted labels (and, with
+    key_position "subject", a key mask at each subject's last token)."""
     if not requests:
         raise ValueError("no edit requests")
     rows: list[tuple[list[int], list[int]]] = []
@@ -119,4 +158,15 @@ def encode_edits(
         # logits at position len(p)-1+k predict target token k
         start = len(p) - 1
         labels[b, start : start + len(t)] = torch.tensor(t)
-    return EditBatch(input_ids, attention_mask, labels, [len(t) for _, t in rows])
+    batch = EditBatch(input_ids, attention_mask, labels, [len(t) for _, t in rows])
+    if key_position == "subject":
+        key_mask = batch.predict_mask.clone()
+        for b, r in enumerate(requests):
+            i = subject_token_index(tokenizer, r.prompt, r.subject)
+            if i is not None and i < len(rows[b][0]):
+                key_mask[b] = False
+                key_mask[b, i] = True
+        batch.key_mask = key_mask
+    elif key_position != "predict":
+        raise ValueError(f"key_position must be 'predict' or 'subject', not {key_position!r}")
+    return batch

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from editor_core.adapters import ModelAdapter
-from editor_core.encoding import EditRequest, encode_edits
+from editor_core.encoding import EditRequest, KeyPosition, encode_edits
 
 
 def _first_input(args: tuple) -> torch.Tensor:
@@ -30,13 +30,18 @@ def _first_input(args: tuple) -> torch.Tensor:
 
 
 @contextmanager
-def grad_from(adapter: ModelAdapter, bf16_below: bool = False) -> Iterator[None]:
+def grad_from(
+    adapter: ModelAdapter, bf16_below: bool = False, bf16_above: bool = False
+) -> Iterator[None]:
     """Run the forward without grad below the lowest edited module, with grad from it up.
 
     Grad mode is thread-local and restored when this context exits, so the enabling done
     inside the hook never leaks to the caller.  `bf16_below`: run the frozen layers below
     the lowest edited module under bf16 autocast (meta-training speed, MALMEN.md §6); the
-    edited modules and everything above them run in the model's own precision.
+    edited modules and everything above them run in the model's own precision, unless
+    `bf16_above` keeps autocast on for them too (meta-training speed when the edited layers
+    sit low in the model and most of it runs above them; keys and gradients are then
+    bf16-rounded, which training tolerates and editing never uses).
     """
     lowest = adapter.module(adapter.names[0])
     device_type = next(adapter.model.parameters()).device.type
@@ -44,14 +49,15 @@ def grad_from(adapter: ModelAdapter, bf16_below: bool = False) -> Iterator[None]
 
     def enable(_m: nn.Module, args: tuple) -> tuple | None:
         torch.set_grad_enabled(True)
-        if not bf16_below:
+        if not bf16_below or bf16_above:
             return None
         torch.set_autocast_enabled(device_type, False)
         return (_first_input(args).to(dtype), *args[1:])
 
     handle = lowest.register_forward_pre_hook(enable)
     try:
-        with torch.no_grad(), torch.autocast(device_type, torch.bfloat16, enabled=bf16_below):
+        bf16 = bf16_below or bf16_above
+        with torch.no_grad(), torch.autocast(device_type, torch.bfloat16, enabled=bf16):
             yield
     finally:
         handle.remove()
@@ -129,6 +135,7 @@ def iter_keys(
     requests: Sequence[EditRequest],
     batch_size: int = 32,
     max_length: int | None = None,
+    key_position: KeyPosition = "predict",
 ) -> Iterator[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
     """Forward passes (no grad) over edit pairs, yielding per mini-batch
     `(start, owner, keys)`: owner (n_b,) the request index of each row (`start` + position in
@@ -152,10 +159,11 @@ def iter_keys(
                 tokenizer,  # type: ignore[arg-type]
                 requests[start : start + batch_size],
                 max_length,
+                key_position,
             ).to(device)
-            holder["mask"] = batch.predict_mask
+            holder["mask"] = batch.keyed_mask
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            owner = batch.predict_mask.nonzero()[:, 0] + start  # (n_b,)
+            owner = batch.keyed_mask.nonzero()[:, 0] + start  # (n_b,)
             yield start, owner, dict(keys)
             keys.clear()
     finally:

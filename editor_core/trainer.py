@@ -64,6 +64,7 @@ class TrainConfig:
     out_dir: Path | None = None
     resume: bool = False
     bf16_frozen: bool = False  # bf16 autocast for the frozen layers below the edited ones
+    bf16_all: bool = False  # ... and for everything from the edited layers up, too
     device: str | None = None  # informational: the model is placed by whoever loads it
     clip_norm: float = 1.0
     progress: bool = True
@@ -114,9 +115,14 @@ class MalmenTrainer:
     def meta_step(self, batch: Sequence[TrainExample]) -> dict[str, float]:
         ed, nets, cfg = self.editor, self.editor.nets, self.cfg
         nets.train()
+        ed.bf16_cache = (cfg.bf16_frozen, cfg.bf16_all)
         cached = ed.cache([ex.edit for ex in batch])
         # Subject anchors (zero-value rows, constants of the solve): K gains rows, D zeros.
-        anchored = ed.anchor_rows([ex.edit for ex in batch])
+        # (bf16 autocast with --bf16-frozen: anchors need keys, not exact values)
+        with torch.autocast(
+            ed.device.type, torch.bfloat16, enabled=cfg.bf16_frozen or cfg.bf16_all
+        ):
+            anchored = ed.anchor_rows([ex.edit for ex in batch])
         keys = {n: torch.cat([r.keys, anchored[n].keys]) for n, r in cached.items()}
         c = cfg.hyper_chunk
         for name, rows in cached.items():
@@ -191,7 +197,10 @@ class MalmenTrainer:
 
         for b in para:
             b = b.to(device)
-            with shifted(self.adapter, leaves), grad_from(self.adapter, cfg.bf16_frozen):
+            with (
+                shifted(self.adapter, leaves),
+                grad_from(self.adapter, cfg.bf16_frozen, cfg.bf16_all),
+            ):
                 logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
                 loss = target_loss_sum(logits, b.labels, b.predict_mask) / n_tokens  # mean
             accumulate(loss)
@@ -202,10 +211,13 @@ class MalmenTrainer:
                 lb.attention_mask.to(device),
                 lb.mask.to(device),
             )
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16_all):
                 base = self.model(input_ids=ids, attention_mask=attn).logits[mask]
                 log_p = F.log_softmax(base.float(), -1)  # (m, V)
-            with shifted(self.adapter, leaves), grad_from(self.adapter, cfg.bf16_frozen):
+            with (
+                shifted(self.adapter, leaves),
+                grad_from(self.adapter, cfg.bf16_frozen, cfg.bf16_all),
+            ):
                 logits = self.model(input_ids=ids, attention_mask=attn).logits[mask]
                 log_q = F.log_softmax(logits.float(), -1)  # (m, V)
                 kl = (log_p.exp() * (log_p - log_q)).sum() / n_pos  # KL(p_base ‖ p_edited)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -35,13 +36,25 @@ def open_shared(settings: Settings, redis_url: str) -> Shared:
     return Shared(settings, keys, client, store, queue)
 
 
+def editor_layers(settings: Settings) -> tuple[int, ...] | None:
+    """The layers of the configured editor checkpoint (the shipped one for the default
+    model), so FACTPATCH_LAYERS is needed only to override them."""
+    from editor_core.checkpoint import checkpoint_layers
+    from editor_core.loading import DEFAULT_MODEL
+    from service.editing import SHIPPED_EDITOR
+
+    if settings.editor:
+        return checkpoint_layers(Path(settings.editor))
+    return checkpoint_layers(SHIPPED_EDITOR) if settings.model == DEFAULT_MODEL else None
+
+
 def load_served_model(settings: Settings) -> Any:
     from editor_core.config import ModelSpec
     from editor_core.loading import load_model
 
     spec = ModelSpec(
         source=settings.model,
-        layers=settings.layer_tuple,
+        layers=settings.layer_tuple or editor_layers(settings),
         module_template=settings.module_template,
         module_kind=settings.module_kind,
         layers_path=settings.layers_path,

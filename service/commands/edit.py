@@ -47,11 +47,13 @@ def read_requests(path: Path) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from editor_core.apply import apply_delta, snapshot
+    from editor_core.checkpoint import checkpoint_layers
     from editor_core.config import ModelSpec
     from editor_core.editor import MalmenEditor
     from editor_core.loading import load_model
 
-    spec = ModelSpec(source=args.model, layers=parse_layers(args.layers), device=args.device)
+    layers = parse_layers(args.layers) or checkpoint_layers(args.editor)
+    spec = ModelSpec(source=args.model, layers=layers, device=args.device)
     loaded = load_model(spec, data_dir_for(args.model, args.data_dir))
     overrides: dict = {}
     if args.eta_scale is not None:

@@ -250,7 +250,11 @@ def run(args: argparse.Namespace) -> int:
     from editor_core.loading import load_model
 
     torch.manual_seed(args.seed)
+    from editor_core.checkpoint import checkpoint_layers
+
     layers = tuple(_ints(args.layers)) if args.layers else None
+    if layers is None and args.editor is not None:
+        layers = checkpoint_layers(args.editor)  # the layers the editor was trained for
     loaded = load_model(
         ModelSpec(source=args.model, layers=layers, device=args.device, dtype=args.dtype),
         args.data_dir,

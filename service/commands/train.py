@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=20)
     p.add_argument("--val-n", type=int, default=64)
     p.add_argument("--bf16-frozen", action="store_true", help="bf16 autocast below edited layers")
+    p.add_argument(
+        "--bf16-all",
+        action="store_true",
+        help="bf16 autocast for the whole LM in meta-training (editing stays float32)",
+    )
     p.add_argument("--out", type=Path, required=True, help="checkpoint dir (best/ and last/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.add_argument(
@@ -39,6 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="weight μ of the preservation prior μ·E[kkᵀ] in the solve; 0 = off",
+    )
+    p.add_argument(
+        "--anchors",
+        type=int,
+        default=0,
+        help="subject anchors per edit in the solve (editor_core/anchors.py); 0 = off",
+    )
+    p.add_argument("--anchor-weight", type=float, default=1.0, help="weight ν of anchor rows")
+    p.add_argument(
+        "--key-position",
+        choices=("predict", "subject"),
+        default="predict",
+        help="key edits on the positions predicting the target (MALMEN) or on the subject's "
+        "last token (needs facts with a subject; pair with middle layers, e.g. 3-8)",
     )
     p.add_argument(
         "--prior-prompts",
@@ -118,11 +137,16 @@ def run(args: argparse.Namespace) -> int:
     train = read_train_examples(args.data, args.neighborhood_fraction)
     val = read_train_examples(args.val_data, args.neighborhood_fraction) if args.val_data else []
     hyper = HyperConfig(rank=args.rank, n_blocks=args.blocks, lr=args.lr, lambda_lr=args.lambda_lr)
-    editor_cfg = EditorConfig(hyper=hyper, lm_batch_size=args.lm_batch_size, preserve=args.preserve)
+    solve_knobs = {
+        "lm_batch_size": args.lm_batch_size,
+        "preserve": args.preserve,
+        "anchors": args.anchors,
+        "anchor_weight": args.anchor_weight,
+        "key_position": args.key_position,
+    }
+    editor_cfg = EditorConfig(hyper=hyper, **solve_knobs)
     if args.init_from:
-        editor = MalmenEditor.from_checkpoint(
-            args.init_from, loaded, lm_batch_size=args.lm_batch_size, preserve=args.preserve
-        )
+        editor = MalmenEditor.from_checkpoint(args.init_from, loaded, **solve_knobs)
         editor.config = replace(
             editor.config, hyper=replace(editor.config.hyper, lr=args.lr, lambda_lr=args.lambda_lr)
         )
@@ -147,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         resume=args.resume,
         bf16_frozen=args.bf16_frozen,
+        bf16_all=args.bf16_all,
         device=args.device,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None,
         ckpt_every=args.ckpt_every,

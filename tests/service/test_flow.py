@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from tests.service.conftest import FACTS, Proc, greedy, wait_job
 
-
 SUBJECTS = {"The capital of France is": "France"}
 
 
