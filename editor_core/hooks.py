@@ -136,11 +136,13 @@ def iter_keys(
     batch_size: int = 32,
     max_length: int | None = None,
     key_position: KeyPosition = "predict",
+    all_positions: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
     """Forward passes (no grad) over edit pairs, yielding per mini-batch
     `(start, owner, keys)`: owner (n_b,) the request index of each row (`start` + position in
     the batch) and keys {module: (n_b, d_in) float32} at the positions that predict the
-    continuation — the rows an edit of that pair would be keyed on."""
+    continuation — the rows an edit of that pair would be keyed on (with `key_position`
+    "subject": at the subject's last token); `all_positions`: every real token instead."""
     model = adapter.model
     device = next(model.parameters()).device
     keys: dict[str, torch.Tensor] = {}
@@ -161,9 +163,10 @@ def iter_keys(
                 max_length,
                 key_position,
             ).to(device)
-            holder["mask"] = batch.keyed_mask
+            mask = batch.attention_mask.bool() if all_positions else batch.keyed_mask
+            holder["mask"] = mask
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            owner = batch.keyed_mask.nonzero()[:, 0] + start  # (n_b,)
+            owner = mask.nonzero()[:, 0] + start  # (n_b,)
             yield start, owner, dict(keys)
             keys.clear()
     finally:

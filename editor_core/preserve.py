@@ -32,13 +32,16 @@ def key_second_moment(
     requests: Sequence[EditRequest],
     batch_size: int = 32,
     progress: bool = False,
+    all_positions: bool = False,
 ) -> dict[str, torch.Tensor]:
     """E[k kᵀ] (d_in, d_in) float32 per edited module, over the keys at the positions that
-    predict each request's continuation (the same positions an edit is keyed on)."""
+    predict each request's continuation (the same positions an edit is keyed on), or with
+    `all_positions` over every token — what an edit keyed on the subject token must
+    preserve, since every token of every prompt passes through the edited matrices."""
     sums = {m.name: torch.zeros(m.d_in, m.d_in, dtype=torch.float64) for m in adapter.modules}
     count = 0
     total = -(-len(requests) // batch_size)
-    batches = iter_keys(adapter, tokenizer, requests, batch_size)
+    batches = iter_keys(adapter, tokenizer, requests, batch_size, all_positions=all_positions)
     for _start, owner, keys in tqdm(
         batches, total=total, desc="key statistics", disable=not progress
     ):

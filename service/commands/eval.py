@@ -71,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight μ of the preservation prior for the malmen editor (default: checkpoint's)",
     )
     p.add_argument(
+        "--malmen-eta-scale",
+        type=float,
+        default=None,
+        help="edit-time η multiplier for the malmen editor (default: checkpoint's)",
+    )
+    p.add_argument(
         "--malmen-anchors",
         type=int,
         default=None,
@@ -130,15 +136,12 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
             ed = MalmenEditor.random_init(loaded)
         else:
             ed = MalmenEditor.from_checkpoint(args.editor, loaded)
-        anchors = {
-            k: v
-            for k, v in (
-                ("anchors", args.malmen_anchors),
-                ("anchor_weight", args.malmen_anchor_weight),
-            )
-            if v is not None
-        }
-        ed.config = replace(ed.config, **anchors)
+        knobs = (
+            ("anchors", args.malmen_anchors),
+            ("anchor_weight", args.malmen_anchor_weight),
+            ("eta_scale", args.malmen_eta_scale),
+        )
+        ed.config = replace(ed.config, **{k: v for k, v in knobs if v is not None})
         return with_overrides(ed, eta, lam, mu if mu is not None else args.malmen_preserve)
 
     editors: dict[str, Any] = {}
@@ -269,6 +272,9 @@ def run(args: argparse.Namespace) -> int:
             "malmen_preserve": getattr(
                 getattr(editors.get("malmen"), "config", None), "preserve", None
             ),
+            "malmen_eta_scale": getattr(
+                getattr(editors.get("malmen"), "config", None), "eta_scale", None
+            ),
             "malmen_anchors": getattr(
                 getattr(editors.get("malmen"), "config", None), "anchors", None
             ),
@@ -353,7 +359,9 @@ def write_markdown(results: dict[str, Any]) -> str:
         f"# factpatch eval: {meta['model']}",
         "",
         f"editor checkpoint: {meta['editor']} (sha256 {meta.get('editor_sha256')}); "
-        f"malmen μ = {meta.get('malmen_preserve')}; device {meta['device']}; seed {meta['seed']}",
+        f"malmen μ = {meta.get('malmen_preserve')}, η × {meta.get('malmen_eta_scale')}, "
+        f"anchors {meta.get('malmen_anchors')} (ν = {meta.get('malmen_anchor_weight')}); "
+        f"device {meta['device']}; seed {meta['seed']}",
     ]
     for name in ("facts", "realworld"):
         res = results.get(name)

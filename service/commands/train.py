@@ -156,7 +156,13 @@ def run(args: argparse.Namespace) -> int:
         from editor_core.preserve import key_second_moment, low_rank_prior
 
         corpus = prior_corpus(args.data, args.prior_prompts, args.seed)
-        moments = key_second_moment(loaded.adapter, loaded.tokenizer, corpus, progress=True)
+        moments = key_second_moment(
+            loaded.adapter,
+            loaded.tokenizer,
+            corpus,
+            progress=True,
+            all_positions=args.key_position == "subject",
+        )
         editor.key_prior = low_rank_prior(moments)
     cfg = TrainConfig(
         n_edits=args.n_edits,

@@ -57,3 +57,16 @@ def test_checkpoint_for_another_model_is_refused(tmp_path: Path) -> None:
     save_editor(tmp_path / "ck", editor_for(tiny_loaded("llama")), {})
     with pytest.raises(CheckpointError, match="trained for modules"):
         MalmenEditor.from_checkpoint(tmp_path / "ck", tiny_loaded("gpt2"))
+
+
+def test_checkpoint_layers_names_the_trained_layers(tmp_path: Path) -> None:
+    from editor_core.checkpoint import checkpoint_layers
+
+    loaded = tiny_loaded(layers=4, edit=(1, 3))
+    save_editor(tmp_path / "ck", editor_for(loaded, key_position="subject", anchors=3), {})
+    assert checkpoint_layers(tmp_path / "ck") == (1, 3)
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert cfg["editor"]["key_position"] == "subject" and cfg["editor"]["anchors"] == 3
+    assert checkpoint_layers(tmp_path / "missing") is None
+    shipped = Path(__file__).resolve().parents[2] / "editor_core/checkpoints/smollm2-135m-instruct"
+    assert checkpoint_layers(shipped) == tuple(range(24, 30))
