@@ -138,3 +138,16 @@ def test_training_with_anchors_in_the_solve(anchors: int) -> None:
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     after = list(trainer.editor.nets.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_anchor_names_never_occur_in_the_generated_data() -> None:
+    """The evaluation data of `factpatch data generate` (seed 0) holds no anchor name."""
+    import os
+    from pathlib import Path
+
+    facts = Path(os.environ.get("FACTPATCH_DATA_DIR", "data")) / "facts"
+    files = sorted(facts.glob("*.jsonl"))
+    if not files:
+        pytest.skip(f"no generated data in {facts} (factpatch data generate --out {facts})")
+    text = "".join(f.read_text() for f in files)
+    assert not [n for n in anchor_subjects() if n in text]
