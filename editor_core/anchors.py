@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from editor_core.encoding import EditRequest
+from editor_core.encoding import EditRequest, subject_span
 
 ANCHOR_SUBJECTS_FILE = Path(__file__).parent / "data" / "anchor_subjects.txt"
 
@@ -37,18 +37,6 @@ ANCHOR_SUBJECTS_FILE = Path(__file__).parent / "data" / "anchor_subjects.txt"
 def anchor_subjects() -> tuple[str, ...]:
     lines = ANCHOR_SUBJECTS_FILE.read_text(encoding="utf-8").splitlines()
     return tuple(s.strip() for s in lines if s.strip() and not s.startswith("#"))
-
-
-def subject_span(prompt: str, subject: str) -> re.Pattern[str] | None:
-    """A pattern matching the subject in the prompt (exact case first, then any case)."""
-    subject = subject.strip()
-    if not subject:
-        return None
-    for flags in (0, re.IGNORECASE):
-        pattern = re.compile(re.escape(subject), flags)
-        if pattern.search(prompt):
-            return pattern
-    return None
 
 
 def anchor_prompts(

@@ -96,8 +96,6 @@ class MalmenEditor:
         self.nets = nets.to(self.device)
         self.nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
-        # meta-training speed: bf16 autocast in the cache pass (below / above the edited layers)
-        self.bf16_cache = (False, False)
         self.key_prior: KeyPrior | None = None
         self._prior_cache: tuple[float | None, dict[str, torch.Tensor]] = (None, {})
 
@@ -164,7 +162,9 @@ class MalmenEditor:
             return {n: float(self.nets.lam(n)) for n in self.adapter.names}
 
     # -- the cache pass ---------------------------------------------------------------
-    def cache(self, requests: Sequence[EditRequest]) -> dict[str, CachedRows]:
+    def cache(
+        self, requests: Sequence[EditRequest], bf16: tuple[bool, bool] = (False, False)
+    ) -> dict[str, CachedRows]:
         """Keys and value-gradients at the predicting positions, in LM mini-batches.
 
         The loss is the SUM of token cross-entropy over target tokens, not the mean over
@@ -186,7 +186,7 @@ class MalmenEditor:
             mask = batch.keyed_mask  # (B, L) the rows: predicting or subject positions
             owner = mask.nonzero()[:, 0] + start  # (n_b,) same order as x[mask]
             with cache_keys_and_outputs(self.adapter, mask) as cache:
-                with grad_from(self.adapter, *self.bf16_cache):
+                with grad_from(self.adapter, *bf16):
                     logits = self.model(
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask
                     ).logits  # (B, L, V)
@@ -233,7 +233,7 @@ class MalmenEditor:
                 cfg.max_length,
                 cfg.key_position,
             )
-            for _start, owner, k in batches:
+            for owner, k in batches:
                 owner_parts.append(index[owner])
                 for n in keys:
                     keys[n].append(k[n])

@@ -13,6 +13,7 @@ same mask serves the loss and the key/gradient caching hooks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -105,17 +106,27 @@ def tokenize_pair(
     return prompt_ids, target_ids
 
 
+def subject_span(prompt: str, subject: str) -> re.Pattern[str] | None:
+    """A pattern matching the subject in the prompt (exact case first, then any case)."""
+    subject = subject.strip()
+    if not subject:
+        return None
+    for flags in (0, re.IGNORECASE):
+        pattern = re.compile(re.escape(subject), flags)
+        if pattern.search(prompt):
+            return pattern
+    return None
+
+
 def subject_token_index(
     tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str | None
 ) -> int | None:
     """Index (in the prompt's own token ids) of the last token overlapping the subject's
-    last occurrence in the prompt (any case), or None when there is no such subject."""
-    if not subject or not subject.strip():
+    last occurrence in the prompt (as `subject_span` finds it), or None when there is none."""
+    pattern = subject_span(prompt, subject or "")
+    if pattern is None:
         return None
-    start = prompt.casefold().rfind(subject.strip().casefold())
-    if start < 0:
-        return None
-    end = start + len(subject.strip())
+    start, end = list(pattern.finditer(prompt))[-1].span()
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
         hits = [

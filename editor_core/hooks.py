@@ -137,10 +137,9 @@ def iter_keys(
     max_length: int | None = None,
     key_position: KeyPosition = "predict",
     all_positions: bool = False,
-) -> Iterator[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
-    """Forward passes (no grad) over edit pairs, yielding per mini-batch
-    `(start, owner, keys)`: owner (n_b,) the request index of each row (`start` + position in
-    the batch) and keys {module: (n_b, d_in) float32} at the positions that predict the
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Forward passes (no grad) over edit pairs, yielding per mini-batch `(owner, keys)`:
+    owner (n_b,) the request index of each row and keys {module: (n_b, d_in) float32} at the positions that predict the
     continuation — the rows an edit of that pair would be keyed on (with `key_position`
     "subject": at the subject's last token); `all_positions`: every real token instead."""
     model = adapter.model
@@ -167,7 +166,7 @@ def iter_keys(
             holder["mask"] = mask
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             owner = mask.nonzero()[:, 0] + start  # (n_b,)
-            yield start, owner, dict(keys)
+            yield owner, dict(keys)
             keys.clear()
     finally:
         for h in handles:

@@ -42,9 +42,7 @@ def key_second_moment(
     count = 0
     total = -(-len(requests) // batch_size)
     batches = iter_keys(adapter, tokenizer, requests, batch_size, all_positions=all_positions)
-    for _start, owner, keys in tqdm(
-        batches, total=total, desc="key statistics", disable=not progress
-    ):
+    for owner, keys in tqdm(batches, total=total, desc="key statistics", disable=not progress):
         for name, k in keys.items():
             k64 = k.double().cpu()  # (n_b, d_in)
             sums[name] += k64.T @ k64

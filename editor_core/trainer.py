@@ -115,8 +115,8 @@ class MalmenTrainer:
     def meta_step(self, batch: Sequence[TrainExample]) -> dict[str, float]:
         ed, nets, cfg = self.editor, self.editor.nets, self.cfg
         nets.train()
-        ed.bf16_cache = (cfg.bf16_frozen, cfg.bf16_all)
-        cached = ed.cache([ex.edit for ex in batch])
+        # meta-training speed: bf16 autocast below / above the edited layers
+        cached = ed.cache([ex.edit for ex in batch], bf16=(cfg.bf16_frozen, cfg.bf16_all))
         # Subject anchors (zero-value rows, constants of the solve): K gains rows, D zeros.
         # (bf16 autocast with --bf16-frozen: anchors need keys, not exact values)
         with torch.autocast(

@@ -26,20 +26,6 @@ from pathlib import Path
 import torch
 
 
-def last_subject_token(tokenizer, prompt: str, subject: str) -> int | None:
-    """Index of the last token overlapping the subject's (last) occurrence, or None."""
-    start = prompt.rfind(subject)
-    if start < 0 or not subject:
-        return None
-    end = start + len(subject)
-    enc = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=True)
-    last = None
-    for i, (a, b) in enumerate(enc["offset_mapping"]):
-        if b > a and a < end and b > start:
-            last = i
-    return last
-
-
 @torch.no_grad()
 def keys_at(model, tokenizer, layers, items: list[tuple[str, int | None]]) -> torch.Tensor:
     """(len(items), n_layers, d_in) keys; position None = the last prompt token."""
@@ -81,6 +67,7 @@ def main() -> None:
     from tqdm import tqdm
 
     from editor_core.config import ModelSpec
+    from editor_core.encoding import subject_token_index
     from editor_core.loading import load_model
 
     loaded = load_model(ModelSpec(source="smollm2-135m-instruct", dtype="float32"), args.data_dir)
@@ -107,9 +94,9 @@ def main() -> None:
             if where == "last":
                 pe, pp, pn = None, None, None
             else:
-                pe = last_subject_token(tok, f["prompt"], subj)
-                pp = last_subject_token(tok, para, subj)
-                pn = last_subject_token(tok, nb, nb_subj) if nb_subj else None
+                pe = subject_token_index(tok, f["prompt"], subj)
+                pp = subject_token_index(tok, para, subj)
+                pn = subject_token_index(tok, nb, nb_subj) if nb_subj else None
                 if pe is None or pp is None or pn is None:
                     continue
             items_e.append((f["prompt"], pe))
@@ -118,7 +105,7 @@ def main() -> None:
         if where == "last":
             ordinary = ordinary_last
         else:
-            ordinary = [(p, last_subject_token(tok, p, s)) for p, s in _subject_prompts(pool)]
+            ordinary = [(p, subject_token_index(tok, p, s)) for p, s in _subject_prompts(pool)]
             ordinary = [(p, i) for p, i in ordinary if i is not None][: 2 * args.ordinary]
         ke = keys_at(model, tok, layers, tqdm(items_e, desc="edit keys"))
         kp = keys_at(model, tok, layers, tqdm(items_p, desc="paraphrase keys"))

@@ -23,8 +23,7 @@ def _text(value: str, what: str, limit: int) -> None:
 
 
 def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
-    from editor_core.anchors import subject_span
-    from editor_core.encoding import EmptyEditError, tokenize_pair
+    from editor_core.encoding import EmptyEditError, subject_span, tokenize_pair
     from editor_core.joint import normalise_prompt
 
     n = len(body.edits)

@@ -136,13 +136,14 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
             ed = MalmenEditor.random_init(loaded)
         else:
             ed = MalmenEditor.from_checkpoint(args.editor, loaded)
-        knobs = (
-            ("anchors", args.malmen_anchors),
-            ("anchor_weight", args.malmen_anchor_weight),
-            ("eta_scale", args.malmen_eta_scale),
-        )
+        knobs = (("anchors", args.malmen_anchors), ("anchor_weight", args.malmen_anchor_weight))
         ed.config = replace(ed.config, **{k: v for k, v in knobs if v is not None})
-        return with_overrides(ed, eta, lam, mu if mu is not None else args.malmen_preserve)
+        return with_overrides(
+            ed,
+            eta if eta is not None else args.malmen_eta_scale,
+            lam,
+            mu if mu is not None else args.malmen_preserve,
+        )
 
     editors: dict[str, Any] = {}
     for name in [e.strip() for e in args.editors.split(",") if e.strip()]:
@@ -264,23 +265,16 @@ def run(args: argparse.Namespace) -> int:
     )
     editors, make_malmen = build_editors(loaded, args)
     args.out.mkdir(parents=True, exist_ok=True)
+    malmen_cfg = getattr(editors.get("malmen"), "config", None)
     results: dict[str, Any] = {
         "meta": {
             "model": args.model,
             "editor": str(args.editor) if args.editor else None,
             "editor_sha256": getattr(editors.get("malmen"), "checkpoint_sha256", None),
-            "malmen_preserve": getattr(
-                getattr(editors.get("malmen"), "config", None), "preserve", None
-            ),
-            "malmen_eta_scale": getattr(
-                getattr(editors.get("malmen"), "config", None), "eta_scale", None
-            ),
-            "malmen_anchors": getattr(
-                getattr(editors.get("malmen"), "config", None), "anchors", None
-            ),
-            "malmen_anchor_weight": getattr(
-                getattr(editors.get("malmen"), "config", None), "anchor_weight", None
-            ),
+            **{
+                f"malmen_{knob}": getattr(malmen_cfg, knob, None)
+                for knob in ("preserve", "eta_scale", "anchors", "anchor_weight")
+            },
             "editors": list(editors),
             "seed": args.seed,
             "n": _ints(args.n),
