@@ -99,6 +99,31 @@ def test_rows_are_exactly_the_predicting_positions() -> None:
     assert cached[name].keys.shape[0] == offset
 
 
+def full_autograd(loaded: LoadedModel, batch) -> tuple[dict, dict]:
+    """A plain forward over the whole model with grad: per edited module, its inputs (keys)
+    and ∂(Σ target-token CE)/∂output, both (B, L, ·) — the reference for the cache pass."""
+    ins: dict[str, torch.Tensor] = {}
+    outs: dict[str, torch.Tensor] = {}
+
+    def grab(n: str):
+        def hook(_m, a, o):
+            ins[n], outs[n] = a[0].detach(), o
+
+        return hook
+
+    names = loaded.adapter.names
+    handles = [loaded.adapter.module(n).register_forward_hook(grab(n)) for n in names]
+    try:
+        logits = loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    finally:
+        for h in handles:
+            h.remove()
+    m = batch.predict_mask
+    loss = torch.nn.functional.cross_entropy(logits[m], batch.labels[m], reduction="sum")
+    grads = torch.autograd.grad(loss, [outs[n] for n in names])
+    return ins, dict(zip(names, grads, strict=True))
+
+
 def test_value_gradients_match_full_autograd_on_sum_loss() -> None:
     """Stopping backward at the lowest edited module must not change the gradients."""
     from editor_core.encoding import encode_edits
@@ -107,23 +132,9 @@ def test_value_gradients_match_full_autograd_on_sum_loss() -> None:
     reqs = facts(3)
     cached = editor_for(loaded).cache(reqs)
     batch = encode_edits(loaded.tokenizer, reqs)
-    outs: dict[str, torch.Tensor] = {}
-    handles = [
-        loaded.adapter.module(n).register_forward_hook(
-            lambda _m, _a, o, n=n: outs.__setitem__(n, o)
-        )
-        for n in loaded.adapter.names
-    ]
-    try:
-        logits = loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    finally:
-        for h in handles:
-            h.remove()
+    _ins, grads = full_autograd(loaded, batch)
     m = batch.predict_mask
-    loss = torch.nn.functional.cross_entropy(logits[m], batch.labels[m], reduction="sum")
-    names = loaded.adapter.names
-    grads = torch.autograd.grad(loss, [outs[n] for n in names])
-    for n, g in zip(names, grads, strict=True):
+    for n, g in grads.items():
         torch.testing.assert_close(cached[n].grads, g[m], rtol=1e-5, atol=1e-7)
 
 

@@ -12,7 +12,7 @@ from editor_core import EditRequest
 from editor_core.encoding import encode_edits, subject_token_index
 from editor_core.joint import EditLedger, split_rows
 from tests.editor_core.test_anchors import subject_facts
-from tests.editor_core.test_editor import editor_for, tiny_loaded
+from tests.editor_core.test_editor import editor_for, full_autograd, tiny_loaded
 from tests.editor_core.test_trainer import make_trainer
 
 
@@ -67,26 +67,9 @@ def test_subject_rows_and_gradients_match_full_autograd() -> None:
     batch = encode_edits(loaded.tokenizer, reqs, key_position="subject")
     km = batch.keyed_mask
     assert km.sum() == len(reqs)  # one row per fact
-    outs: dict[str, torch.Tensor] = {}
-    ins: dict[str, torch.Tensor] = {}
-
-    def grab(n: str):
-        def hook(_m, a, o):
-            ins[n], outs[n] = a[0].detach(), o
-
-        return hook
-
-    names = loaded.adapter.names
-    handles = [loaded.adapter.module(n).register_forward_hook(grab(n)) for n in names]
-    try:
-        logits = loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    finally:
-        for h in handles:
-            h.remove()
-    m = batch.predict_mask
-    loss = torch.nn.functional.cross_entropy(logits[m], batch.labels[m], reduction="sum")
-    grads = torch.autograd.grad(loss, [outs[n] for n in names])
-    for n, g in zip(names, grads, strict=True):
+    ins, grads = full_autograd(loaded, batch)
+    assert list(grads) == loaded.adapter.names
+    for n, g in grads.items():
         torch.testing.assert_close(cached[n].keys, ins[n][km], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(cached[n].grads, g[km], rtol=1e-5, atol=1e-7)
         assert cached[n].grads.abs().sum() > 0  # later tokens do read the subject position
