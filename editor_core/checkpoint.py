@@ -117,7 +117,9 @@ def editor_config_json(editor: MalmenEditor, meta: dict[str, Any]) -> dict[str, 
         "module_template": editor.adapter.arch.module_template,
         "modules": edited,
         "hyper": asdict(editor.config.hyper),
-        "effective_ranks": {k: n.rank for k, n in editor.nets.nets.items()},
+        "effective_ranks": (
+            {k: n.rank for k, n in editor.nets.nets.items()} if editor.has_hypernet else {}
+        ),
         "editor": editor_fields,
         **meta,
     }
@@ -127,7 +129,8 @@ def save_editor(directory: Path, editor: MalmenEditor, meta: dict[str, Any]) -> 
     """Write editor.safetensors + config.json + manifest.json into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / EDITOR_FILE, dict(editor.nets.state_dict()))
+    if editor.has_hypernet:
+        save_tensors(directory / EDITOR_FILE, dict(editor.nets.state_dict()))
     if editor.key_prior is not None:
         save_tensors(directory / PRESERVE_FILE, editor.key_prior.to_tensors())
     write_json(directory / CONFIG_FILE, editor_config_json(editor, meta))
@@ -138,18 +141,24 @@ def save_editor(directory: Path, editor: MalmenEditor, meta: dict[str, Any]) -> 
 
 def load_editor_state(
     directory: Path,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], str, KeyPrior | None]:
-    """(state dict, config, sha256 of editor.safetensors, preservation prior or None),
-    after verifying the manifest."""
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any], str, KeyPrior | None]:
+    """(state dict, config, sha256 of the checkpoint's main file, preservation prior or
+    None), after verifying the manifest.  An editor that optimises its values
+    (config editor.values = "optimise") has no editor.safetensors: its state is None and
+    the sha256 is that of config.json."""
     directory = Path(directory)
     files = verify_manifest(directory)
-    for needed in (EDITOR_FILE, CONFIG_FILE):
-        if needed not in files:
-            raise CheckpointError(f"checkpoint {directory}: {needed} is not in the manifest")
+    if CONFIG_FILE not in files:
+        raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is not in the manifest")
     config = json.loads((directory / CONFIG_FILE).read_text())
+    optimising = config.get("editor", {}).get("values") == "optimise"
+    if EDITOR_FILE not in files and not optimising:
+        raise CheckpointError(f"checkpoint {directory}: {EDITOR_FILE} is not in the manifest")
     prior = None
     if PRESERVE_FILE in files:
         prior = KeyPrior.from_tensors(load_file(str(directory / PRESERVE_FILE)))
+    if EDITOR_FILE not in files:
+        return None, config, files[CONFIG_FILE], prior
     return load_file(str(directory / EDITOR_FILE)), config, files[EDITOR_FILE], prior
 
 
@@ -182,6 +191,8 @@ def load_trainer_state(
 ) -> tuple[int, float, list[dict[str, Any]]]:
     """Restore hyper-networks and optimizer from a `last/` checkpoint: (step, best, history)."""
     state, _cfg, sha, _prior = load_editor_state(directory)
+    if state is None:
+        raise CheckpointError(f"checkpoint {directory} has no hyper-network to resume")
     editor.nets.load_state_dict(state)
     editor.checkpoint_sha256 = sha
     meta = json.loads((directory / TRAINER_STATE_FILE).read_text())

@@ -25,8 +25,11 @@ from editor_core.checkpoint import CheckpointError, load_editor_state
 from editor_core.encoding import EditRequest, KeyPosition, encode_edits
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
+from editor_core.optimize import ValueOptConfig, optimise_values
 from editor_core.preserve import KeyPrior
 from editor_core.solve import ridge_solve
+
+ValueMode = Literal["hypernet", "optimise"]
 
 if TYPE_CHECKING:
     from editor_core.loading import LoadedModel
@@ -53,6 +56,18 @@ class EditorConfig:
     # Where edits are keyed: "predict" (MALMEN: the positions predicting the target) or
     # "subject" (the subject's last token; needs requests that name their subject).
     key_position: KeyPosition = "predict"
+    # Where the rows' value differences come from: "hypernet" (MALMEN: the meta-trained
+    # hyper-network maps each row's value-gradient to a value difference) or "optimise"
+    # (optimize.py: a few Adam steps per fact on the residual at the subject token, spread
+    # over the edited layers; needs no hyper-network and no training, costs ~10–25 forward/
+    # backward passes per edit batch).  "optimise" keys every fact at its subject's last
+    # token and takes λ from `lambda_override` (default 1).
+    values: ValueMode = "hypernet"
+    value_opt: ValueOptConfig = field(default_factory=ValueOptConfig)
+
+
+class NoHyperNetworkError(RuntimeError):
+    """A hyper-network operation on an editor that optimises its values instead."""
 
 
 @dataclass
@@ -84,17 +99,24 @@ def target_loss_sum(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tens
 
 class MalmenEditor:
     def __init__(
-        self, adapter: ModelAdapter, tokenizer: Any, nets: HyperNetBank, config: EditorConfig
+        self,
+        adapter: ModelAdapter,
+        tokenizer: Any,
+        nets: HyperNetBank | None,
+        config: EditorConfig,
     ):
-        if nets.shapes != adapter.shapes():
+        if nets is not None and nets.shapes != adapter.shapes():
             raise CheckpointError(
                 f"hyper-networks are for modules {nets.shapes}, the model edits {adapter.shapes()}"
             )
+        if nets is None and config.values != "optimise":
+            raise NoHyperNetworkError('an editor without a hyper-network needs values="optimise"')
         self.adapter = adapter
         self.tokenizer = tokenizer
         self.config = config
-        self.nets = nets.to(self.device)
-        self.nets.eval()  # normaliser frozen unless a trainer switches to train()
+        self._nets = nets.to(self.device) if nets is not None else None
+        if self._nets is not None:
+            self._nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
         self.key_prior: KeyPrior | None = None
         self._prior_cache: tuple[float | None, dict[str, torch.Tensor]] = (None, {})
@@ -123,16 +145,44 @@ class MalmenEditor:
             )
         known = {f.name for f in fields(EditorConfig)}
         editor_fields = {k: v for k, v in cfg.get("editor", {}).items() if k in known}
+        if isinstance(editor_fields.get("value_opt"), dict):
+            vo = dict(editor_fields["value_opt"])
+            vo["prefixes"] = tuple(vo.get("prefixes", ValueOptConfig().prefixes))
+            editor_fields["value_opt"] = ValueOptConfig(**vo)
         config = EditorConfig(hyper=HyperConfig(**cfg["hyper"]), **editor_fields)
         config = replace(config, **overrides)
-        nets = HyperNetBank(loaded.adapter.shapes(), config.hyper)
-        nets.load_state_dict(state)
+        nets = None
+        if state is not None:
+            nets = HyperNetBank(loaded.adapter.shapes(), config.hyper)
+            nets.load_state_dict(state)
         editor = cls(loaded.adapter, loaded.tokenizer, nets, config)
         editor.checkpoint_sha256 = sha
         editor.key_prior = prior
         return editor
 
+    @classmethod
+    def optimising(
+        cls, loaded: LoadedModel, config: EditorConfig | None = None, prior: KeyPrior | None = None
+    ) -> MalmenEditor:
+        """An editor whose values are optimised per fact (no hyper-network, no training)."""
+        config = replace(config or EditorConfig(), values="optimise")
+        editor = cls(loaded.adapter, loaded.tokenizer, None, config)
+        editor.key_prior = prior
+        return editor
+
     # -- properties -------------------------------------------------------------------
+    @property
+    def nets(self) -> HyperNetBank:
+        if self._nets is None:
+            raise NoHyperNetworkError(
+                "this editor optimises its values per fact and has no hyper-network"
+            )
+        return self._nets
+
+    @property
+    def has_hypernet(self) -> bool:
+        return self._nets is not None
+
     @property
     def model(self) -> torch.nn.Module:
         return self.adapter.model
@@ -158,6 +208,8 @@ class MalmenEditor:
     def lambdas(self) -> dict[str, float]:
         if self.config.lambda_override is not None:
             return {n: float(self.config.lambda_override) for n in self.adapter.names}
+        if self._nets is None:
+            return {n: 1.0 for n in self.adapter.names}
         with torch.no_grad():
             return {n: float(self.nets.lam(n)) for n in self.adapter.names}
 
@@ -250,20 +302,53 @@ class MalmenEditor:
         return out
 
     # -- public API -------------------------------------------------------------------
-    def compute_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
-        """Edit rows (hyper-network value differences), then anchor rows (zero values)."""
-        cached = self.cache(requests)
+    def compute_rows(
+        self, requests: Sequence[EditRequest], progress: bool = False
+    ) -> dict[str, EditRows]:
+        """Edit rows (hyper-network or optimised value differences), then anchor rows."""
+        edit_rows = (
+            self.optimised_rows(requests, progress)
+            if self.config.values == "optimise"
+            else self.hypernet_rows(requests)
+        )
         anchored = self.anchor_rows(requests)
+        return {
+            n: EditRows(
+                torch.cat([r.keys, anchored[n].keys]),
+                torch.cat([r.values, anchored[n].values]),
+                torch.cat([r.owner, anchored[n].owner]),
+            )
+            for n, r in edit_rows.items()
+        }
+
+    def hypernet_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
+        cached = self.cache(requests)
         with torch.no_grad():
-            out = {}
-            for n, c in cached.items():
-                a = anchored[n]
-                out[n] = EditRows(
-                    torch.cat([c.keys, a.keys]),
-                    torch.cat([self.value_diffs(n, c), a.values]),
-                    torch.cat([c.owner, a.owner]),
-                )
-            return out
+            return {n: EditRows(c.keys, self.value_diffs(n, c), c.owner) for n, c in cached.items()}
+
+    def optimised_rows(
+        self, requests: Sequence[EditRequest], progress: bool = False
+    ) -> dict[str, EditRows]:
+        """One row per fact and module: subject-token key, optimised value difference.  The
+        spread over layers solves each layer with this editor's own λ and prior, so
+        `solve(rows)` reproduces the shifts the spread saw."""
+        lams, priors = self.lambdas(), self.priors()
+        dtype = self.config.solve_dtype
+
+        def solve(name: str, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+            return ridge_solve(keys, values, lams[name], dtype, prior=priors[name])
+
+        opt = optimise_values(
+            self.adapter,
+            self.tokenizer,
+            requests,
+            self.config.value_opt,
+            solve,
+            self.config.max_length,
+            progress,
+        )
+        owner = torch.arange(len(requests), device=self.device)
+        return {n: EditRows(opt.keys[n], opt.values[n], owner) for n in self.adapter.names}
 
     def solve(self, rows: dict[str, EditRows]) -> dict[str, torch.Tensor]:
         lams, priors = self.lambdas(), self.priors()

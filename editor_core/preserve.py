@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -59,19 +59,29 @@ DEFAULT_PRIOR_RANK = 256
 
 @dataclass
 class KeyPrior:
-    """A low-rank E[k kᵀ] ≈ U diag(v) Uᵀ per module: the top eigen-directions of ordinary
-    keys.  Directions left out cost only λ, as in plain MALMEN."""
+    """A low-rank E[k kᵀ] ≈ U diag(v) Uᵀ + τ (I − U Uᵀ) per module: the top eigen-directions
+    of ordinary keys, and (optional) the mean eigenvalue τ of the directions left out.
+    Without a tail (τ = 0, the shipped hyper-network editor's prior) the directions left out
+    cost only λ, as in plain MALMEN."""
 
     basis: dict[str, torch.Tensor]  # (d_in, r) float32, orthonormal columns
     values: dict[str, torch.Tensor]  # (r,) float32 eigenvalues
+    tail: dict[str, float] = field(default_factory=dict)  # τ per module; absent = 0
 
     def matrix(self, name: str) -> torch.Tensor:
         u, v = self.basis[name].float(), self.values[name].float()
-        return (u * v) @ u.T  # (d_in, d_in)
+        tau = float(self.tail.get(name, 0.0))
+        m = (u * (v - tau)) @ u.T  # (d_in, d_in)
+        if tau:
+            m.diagonal().add_(tau)
+        return m
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"{n}.basis": u.half().contiguous() for n, u in self.basis.items()}
         out.update({f"{n}.values": v.float().contiguous() for n, v in self.values.items()})
+        out.update(
+            {f"{n}.tail": torch.tensor([t], dtype=torch.float32) for n, t in self.tail.items()}
+        )
         return out
 
     @classmethod
@@ -80,16 +90,23 @@ class KeyPrior:
         return cls(
             {n: tensors[f"{n}.basis"].float() for n in names},
             {n: tensors[f"{n}.values"].float() for n in names},
+            {n: float(tensors[f"{n}.tail"][0]) for n in names if f"{n}.tail" in tensors},
         )
 
 
-def low_rank_prior(moments: dict[str, torch.Tensor], rank: int = DEFAULT_PRIOR_RANK) -> KeyPrior:
-    basis, values = {}, {}
+def low_rank_prior(
+    moments: dict[str, torch.Tensor], rank: int = DEFAULT_PRIOR_RANK, tail: bool = False
+) -> KeyPrior:
+    """Top-`rank` eigen-directions of each E[k kᵀ]; with `tail`, the mean of the remaining
+    eigenvalues as τ, so no direction is left with the ridge term alone."""
+    basis, values, taus = {}, {}, {}
     for name, c in moments.items():
         evals, evecs = torch.linalg.eigh(c.double())  # ascending
         r = min(rank, c.shape[0])
         basis[name] = evecs[:, -r:].float()  # (d_in, r)
         values[name] = evals[-r:].clamp(min=0).float()  # (r,)
+        if tail and r < c.shape[0]:
+            taus[name] = float(evals[:-r].clamp(min=0).mean())
         kept = float(values[name].sum() / evals.clamp(min=0).sum().clamp(min=1e-12))
         log.info("%s: rank-%d prior keeps %.1f%% of the key energy", name, r, 100 * kept)
-    return KeyPrior(basis, values)
+    return KeyPrior(basis, values, taus)

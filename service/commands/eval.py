@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="weight ν of the anchor rows (default: checkpoint's)",
     )
+    p.add_argument(
+        "--malmen-label",
+        default="malmen",
+        help="name of the malmen editor in the results (e.g. malmen-opt for an --editor "
+        "that optimises its values), so runs of two MALMEN editors can be combined",
+    )
     p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
     p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
     p.add_argument("--sequential-editors", default="malmen")
@@ -229,7 +235,7 @@ def evaluate_set(
                     full_every=args.sequential_full_every,
                 )
     out["tradeoff"] = []
-    if args.tradeoff_n > 0 and "malmen" in editors:
+    if args.tradeoff_n > 0 and args.malmen_label in editors:
         out["tradeoff"] = run_tradeoff(
             loaded,
             make_malmen,
@@ -264,16 +270,31 @@ def run(args: argparse.Namespace) -> int:
         args.data_dir,
     )
     editors, make_malmen = build_editors(loaded, args)
+    label = args.malmen_label
+    if label != "malmen" and "malmen" in editors:
+        editors = {label if k == "malmen" else k: v for k, v in editors.items()}
+        args.sequential_editors = ",".join(
+            label if e.strip() == "malmen" else e for e in args.sequential_editors.split(",")
+        )
     args.out.mkdir(parents=True, exist_ok=True)
-    malmen_cfg = getattr(editors.get("malmen"), "config", None)
+    malmen_cfg = getattr(editors.get(label), "config", None)
     results: dict[str, Any] = {
         "meta": {
             "model": args.model,
             "editor": str(args.editor) if args.editor else None,
-            "editor_sha256": getattr(editors.get("malmen"), "checkpoint_sha256", None),
+            "editor_sha256": getattr(editors.get(label), "checkpoint_sha256", None),
+            "malmen_label": label,
             **{
                 f"malmen_{knob}": getattr(malmen_cfg, knob, None)
-                for knob in ("preserve", "eta_scale", "anchors", "anchor_weight")
+                for knob in (
+                    "preserve",
+                    "eta_scale",
+                    "anchors",
+                    "anchor_weight",
+                    "values",
+                    "key_position",
+                    "lambda_override",
+                )
             },
             "editors": list(editors),
             "seed": args.seed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="predict",
         help="key edits on the positions predicting the target (MALMEN) or on the subject's "
         "last token (needs facts with a subject; pair with middle layers, e.g. 3-8)",
+    )
+    p.add_argument(
+        "--values",
+        choices=("hypernet", "optimise"),
+        default="hypernet",
+        help="hypernet: meta-train MALMEN's hyper-network; optimise: no training — the editor "
+        "optimises each fact's value at edit time (editor_core/optimize.py, keyed at the "
+        "subject), and this command only estimates its preservation prior and writes OUT",
+    )
+    p.add_argument(
+        "--lambda", dest="lam", type=float, default=None, help="λ of every module (optimise)"
+    )
+    p.add_argument(
+        "--prior-rank",
+        type=int,
+        default=None,
+        help="rank of the stored prior (default 256; optimise: 512 with an isotropic tail)",
     )
     p.add_argument(
         "--prior-prompts",
@@ -117,6 +135,44 @@ def prior_corpus(path: Path, n: int, seed: int) -> list:
     return pairs[:n]
 
 
+def estimate_prior(
+    loaded: Any, args: argparse.Namespace, subject: bool, rank: int, tail: bool
+) -> Any:
+    """The low-rank E[kkᵀ] of the edited modules over --prior-prompts ordinary pairs (all
+    tokens when edits are keyed at the subject)."""
+    from editor_core.preserve import key_second_moment, low_rank_prior
+
+    corpus = prior_corpus(args.data, args.prior_prompts, args.seed)
+    moments = key_second_moment(
+        loaded.adapter, loaded.tokenizer, corpus, progress=True, all_positions=subject
+    )
+    return low_rank_prior(moments, rank, tail)
+
+
+def write_optimising_editor(loaded: Any, args: argparse.Namespace) -> int:
+    """An editor with no hyper-network: config + preservation prior, nothing to train."""
+    from editor_core.checkpoint import save_editor, sha256_file
+    from editor_core.editor import EditorConfig, MalmenEditor
+
+    config = EditorConfig(
+        lm_batch_size=args.lm_batch_size,
+        preserve=args.preserve,
+        anchors=args.anchors,
+        anchor_weight=args.anchor_weight,
+        key_position="subject",
+        values="optimise",
+        lambda_override=args.lam if args.lam is not None else 1.0,
+    )
+    prior = None
+    if args.preserve > 0:
+        prior = estimate_prior(loaded, args, True, args.prior_rank or 512, tail=True)
+    editor = MalmenEditor.optimising(loaded, config, prior)
+    meta = {"training_data_sha256": sha256_file(args.data), "model": args.model, "steps": 0}
+    save_editor(args.out, editor, meta)
+    log.info("optimising editor (no hyper-network) written to %s", args.out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -127,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from editor_core.editor import EditorConfig, MalmenEditor
     from editor_core.hypernet import HyperConfig
     from editor_core.loading import load_model
+    from editor_core.preserve import DEFAULT_PRIOR_RANK
     from editor_core.trainer import MalmenTrainer, TrainConfig, read_train_examples
 
     torch.manual_seed(args.seed)
@@ -134,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
         source=args.model, layers=parse_layers(args.layers), device=args.device, dtype="float32"
     )
     loaded = load_model(spec, data_dir_for(args.model, args.data_dir))
+    if args.values == "optimise":
+        return write_optimising_editor(loaded, args)
     train = read_train_examples(args.data, args.neighborhood_fraction)
     val = read_train_examples(args.val_data, args.neighborhood_fraction) if args.val_data else []
     hyper = HyperConfig(rank=args.rank, n_blocks=args.blocks, lr=args.lr, lambda_lr=args.lambda_lr)
@@ -153,17 +212,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         editor = MalmenEditor.random_init(loaded, editor_cfg, seed=args.seed)
     if args.preserve > 0 and editor.key_prior is None:
-        from editor_core.preserve import key_second_moment, low_rank_prior
-
-        corpus = prior_corpus(args.data, args.prior_prompts, args.seed)
-        moments = key_second_moment(
-            loaded.adapter,
-            loaded.tokenizer,
-            corpus,
-            progress=True,
-            all_positions=args.key_position == "subject",
+        subject = args.key_position == "subject"
+        editor.key_prior = estimate_prior(
+            loaded, args, subject, args.prior_rank or DEFAULT_PRIOR_RANK, tail=False
         )
-        editor.key_prior = low_rank_prior(moments)
     cfg = TrainConfig(
         n_edits=args.n_edits,
         steps=args.steps,

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from editor_core import EditRequest
+from editor_core.adapters import ModelAdapter
 from editor_core.apply import apply_delta, restore, snapshot
+from editor_core.checkpoint import checkpoint_layers
 from editor_core.editor import MalmenEditor
 from tests.editor_core.test_loading import default_model  # noqa: F401 - fixture
 
-SHIPPED = Path(__file__).resolve().parents[2] / "editor_core/checkpoints/smollm2-135m-instruct"
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "editor_core/checkpoints"
+SHIPPED = CHECKPOINTS / "smollm2-135m-instruct"
+SHIPPED_OPTIMISE = CHECKPOINTS / "smollm2-135m-instruct-optimise"
 
 FACTS = [
     EditRequest("The capital of France is", "Rome"),
     EditRequest("The Eiffel Tower is located in the city of", "London"),
     EditRequest("The official language of Brazil is", "German"),
 ]
+SUBJECTS = ["France", "Eiffel Tower", "Brazil"]
 
 
 def greedy(loaded, prompt: str, n: int = 3) -> str:
@@ -29,20 +35,40 @@ def greedy(loaded, prompt: str, n: int = 3) -> str:
     return tok.decode(out[0, ids["input_ids"].shape[1] :])
 
 
-def test_shipped_editor_changes_three_real_facts_and_restores(default_model) -> None:  # noqa: F811
-    if not (SHIPPED / "manifest.json").is_file():
-        pytest.fail(f"the shipped editor is missing: {SHIPPED}")
-    loaded = default_model
+def edits_land_and_restore(loaded, editor: MalmenEditor, facts: list[EditRequest]) -> None:
     assert greedy(loaded, "The capital of France is").startswith(" Paris")
-    editor = MalmenEditor.from_checkpoint(SHIPPED, loaded)
-    masters = snapshot(loaded.adapter)
-    apply_delta(loaded.adapter, editor.compute_delta(FACTS), masters)
+    masters = snapshot(editor.adapter)
+    apply_delta(editor.adapter, editor.compute_delta(facts), masters)
     try:
-        for fact in FACTS:
+        for fact in facts:
             out = greedy(loaded, fact.prompt)
             assert out.strip().startswith(fact.target), (fact.prompt, out)
     finally:
-        restore(loaded.adapter, masters)
+        restore(editor.adapter, masters)
     for name, rows in masters.items():
-        assert torch.equal(loaded.adapter.weight_rows(name), rows)
+        assert torch.equal(editor.adapter.weight_rows(name), rows)
     assert greedy(loaded, "The capital of France is").startswith(" Paris")
+
+
+def test_shipped_editor_changes_three_real_facts_and_restores(default_model) -> None:  # noqa: F811
+    if not (SHIPPED / "manifest.json").is_file():
+        pytest.fail(f"the shipped editor is missing: {SHIPPED}")
+    edits_land_and_restore(
+        default_model, MalmenEditor.from_checkpoint(SHIPPED, default_model), FACTS
+    )
+
+
+def test_shipped_optimising_editor_changes_three_real_facts_and_restores(
+    default_model,  # noqa: F811
+) -> None:
+    """The value-optimising editor edits layers 3-8, keyed at each fact's subject."""
+    if not (SHIPPED_OPTIMISE / "manifest.json").is_file():
+        pytest.fail(f"the shipped optimising editor is missing: {SHIPPED_OPTIMISE}")
+    layers = checkpoint_layers(SHIPPED_OPTIMISE)
+    assert layers is not None
+    adapter = ModelAdapter(default_model.model, default_model.adapter.arch, layers)
+    loaded = replace(default_model, adapter=adapter)
+    editor = MalmenEditor.from_checkpoint(SHIPPED_OPTIMISE, loaded)
+    assert editor.config.values == "optimise" and not editor.has_hypernet
+    facts = [replace(f, subject=s) for f, s in zip(FACTS, SUBJECTS, strict=True)]
+    edits_land_and_restore(loaded, editor, facts)

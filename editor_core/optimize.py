@@ -1,0 +1,301 @@
+"""Edit values by optimisation (ROME/MEMIT's way) instead of MALMEN's hyper-network.
+
+MALMEN turns each fact into rows (key u, value difference d) and solves one least-squares
+problem per edited module.  Its hyper-network predicts d from the value-gradient in one
+shot; that needs meta-training, and the editor shipped for the top layers keys its rows on
+the positions predicting the target, which the relation template dominates (docs/results.md,
+key geometry).  Keyed at the subject's last token in the middle layers, a fact's rows
+separate it from its neighbours, but the hyper-network could not be meta-trained for those
+layers on a CPU.
+
+This module produces the rows' values directly: for each fact, value differences
+d_l (one per edited module l, at the subject's last token) are found by a few Adam steps
+on the target's cross-entropy, with the d_l added to the module outputs during the
+forward, in the edit prompt and in prefixed variants of it (so the edit does not depend on
+what comes before the prompt).  The key of a fact in module l is its down-projection input
+at the subject's last token, averaged over the variants.  The solve is MALMEN's (with the
+preservation prior): the rows are ordinary rows, so joint mode and the other invariants of
+the solve hold unchanged.
+
+Each fact's values depend only on that fact: the loss is a sum of per-fact terms, Adam is
+element-wise, and a fact stops moving when its own loss is low (`stop_loss`), never
+because of its batch-mates — so an edit computed alone equals the same edit computed in a
+batch (up to float rounding), as joint mode requires.
+
+Parametrisation: d_l = s_l · θ_l, with s_l the RMS element of module l's output at the
+subject positions, so one learning rate fits every layer and model; `weight_decay`
+penalises the mean square of θ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from editor_core.adapters import ModelAdapter
+from editor_core.encoding import EditBatch, EditRequest, encode_edits
+from editor_core.hooks import grad_from, shifted
+
+# Contexts each edit is optimised in (besides none): short, neutral, and unlike the
+# relation templates, so the value does not lean on one sentence opening.
+DEFAULT_PREFIXES = ("", "Here is a fact. ", "I read this somewhere: ")
+
+
+@dataclass(frozen=True)
+class ValueOptConfig:
+    steps: int = 25  # Adam steps per fact at most
+    lr: float = 0.5  # Adam step on θ (d_l = s_l · θ_l)
+    weight_decay: float = 0.01  # on mean(θ²) per module
+    stop_loss: float = 0.05  # a fact stops once its mean target NLL is below this
+    max_norm: float = 4.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
+    prefixes: tuple[str, ...] = DEFAULT_PREFIXES
+    bf16: bool = False  # run the optimisation forward/backward under bf16 autocast
+    batch_facts: int = 32  # facts optimised together (memory only; results do not depend on it)
+
+
+@dataclass
+class OptimisedRows:
+    keys: dict[str, torch.Tensor]  # module -> (n_facts, d_in) fp32, averaged over variants
+    values: dict[str, torch.Tensor]  # module -> (n_facts, d_out) fp32
+    final_loss: torch.Tensor  # (n_facts,) mean target NLL at the last step taken
+    steps_taken: torch.Tensor  # (n_facts,) long
+    delta_ratio: torch.Tensor  # (n_facts,) ‖δ‖ / ‖residual‖ at the subject token
+
+
+def key_positions(batch: EditBatch) -> torch.Tensor:
+    """(B,) the first keyed position of each row: the subject's last token, or (no subject
+    found) the last prompt token."""
+    return batch.keyed_mask.int().argmax(dim=1)
+
+
+@contextmanager
+def _record_at(
+    adapter: ModelAdapter, rows: torch.Tensor, pos: torch.Tensor
+) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Record (input, output) of every edited module at (rows, pos): fp32 (B, d_in), (B, d_out)."""
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def make(name: str):
+        def hook(_m: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            seen[name] = (args[0][rows, pos].float(), output[rows, pos].float())
+
+        return hook
+
+    handles = [adapter.module(n).register_forward_hook(make(n)) for n in adapter.names]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def target_nll_per_row(model: Any, batch: EditBatch) -> torch.Tensor:
+    """(B,) mean cross-entropy of each row's target tokens, computing the LM head only at
+    the predicting positions (the vocabulary projection dominates small models' cost)."""
+    hidden = model.base_model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask
+    ).last_hidden_state  # (B, L, H)
+    mask = batch.predict_mask  # (B, L)
+    logits = model.get_output_embeddings()(hidden[mask])  # (n_tok, V)
+    nll = F.cross_entropy(logits.float(), batch.labels[mask], reduction="none")  # (n_tok,)
+    row = mask.nonzero()[:, 0]  # (n_tok,)
+    sums = torch.zeros(mask.shape[0], device=nll.device).index_add(0, row, nll)
+    return sums / mask.sum(1).clamp(min=1)
+
+
+SolveFn = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def optimise_values(
+    adapter: ModelAdapter,
+    tokenizer: object,
+    requests: Sequence[EditRequest],
+    cfg: ValueOptConfig,
+    solve: SolveFn,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> OptimisedRows:
+    """Keys and value differences at the subject's last token, per fact and module.
+
+    1. Per fact, the change δ of the residual stream after the last edited layer, at the
+       subject's last token, that makes the model continue with the target (`cfg.steps`
+       Adam steps at most).  Independent per fact.
+    2. Spread δ over the edited layers, lowest first (MEMIT's schedule): layer j's rows ask
+       for 1/(layers left) of the gap between the target residual and the residual with
+       the shifts of the layers below already applied.  `solve(name, keys, values) ->
+       shift (d_in, d_out)` is the editor's solve for one module, so the rows returned here
+       re-solve to exactly the shifts the spread saw.  Step 2 runs over all `requests` at
+       once: its rows depend on the whole set (as MEMIT's do), not on `cfg.batch_facts`.
+    """
+    chunks: list[_Chunk] = []
+    starts = range(0, len(requests), cfg.batch_facts)
+    for start in tqdm(starts, desc="optimising edit values", disable=not progress):
+        chunk = requests[start : start + cfg.batch_facts]
+        chunks.append(_residual_targets(adapter, tokenizer, chunk, cfg, max_length))
+    keys, values = _spread(adapter, chunks, len(cfg.prefixes), solve, progress)
+    return OptimisedRows(
+        keys,
+        values,
+        torch.cat([c.final_loss for c in chunks]),
+        torch.cat([c.steps_taken for c in chunks]),
+        torch.cat([c.delta_ratio for c in chunks]),
+    )
+
+
+def _block_output(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def _at_block(
+    block: nn.Module, rows: torch.Tensor, pos: torch.Tensor, add: torch.Tensor | None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the block's output (the residual stream) at (rows, pos), fp32 (B, H), before
+    adding `add` (B, H) there when given."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _args: tuple, output: Any) -> Any:
+        h = _block_output(output)
+        seen["z"] = h[rows, pos].detach().float()
+        if add is None:
+            return None
+        h = h.index_put((rows, pos), add.to(h.dtype), accumulate=True)
+        return (h, *output[1:]) if isinstance(output, tuple) else h
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@dataclass
+class _Chunk:
+    batch: EditBatch  # the facts' variants, n_var consecutive rows per fact
+    rows: torch.Tensor  # (B,) arange
+    pos: torch.Tensor  # (B,) keyed position of each row
+    n_facts: int
+    z_target: torch.Tensor  # (B, H) residual after the last edited layer, as it should be
+    final_loss: torch.Tensor  # (F,)
+    steps_taken: torch.Tensor  # (F,)
+    delta_ratio: torch.Tensor  # (F,)
+
+
+def _residual_targets(
+    adapter: ModelAdapter,
+    tokenizer: object,
+    requests: Sequence[EditRequest],
+    cfg: ValueOptConfig,
+    max_length: int | None,
+) -> _Chunk:
+    model = adapter.model
+    device = next(model.parameters()).device
+    n_facts, n_var = len(requests), len(cfg.prefixes)
+    variants = [
+        EditRequest(p + r.prompt, r.target, r.subject) for r in requests for p in cfg.prefixes
+    ]
+    batch = encode_edits(tokenizer, variants, max_length, "subject").to(device)  # type: ignore[arg-type]
+    rows = torch.arange(len(variants), device=device)
+    pos = key_positions(batch)  # (B,)
+    fact = rows // n_var  # (B,) fact index of each variant
+    block = adapter.blocks()[adapter.layers[-1]]
+    with torch.no_grad(), _at_block(block, rows, pos, None) as seen:
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    z_base = seen["z"]  # (B, H)
+    # each fact's own scale (RMS element of its residual), so no fact depends on another
+    scale = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2)).sqrt().clamp(min=1e-6)  # (F,)
+    delta, final, steps = _adam_on_residual(
+        model, adapter, block, batch, rows, pos, fact, scale, cfg
+    )
+    z_norm = z_base.view(n_facts, n_var, -1).norm(dim=2).mean(1)  # (F,)
+    ratio = delta.norm(dim=1) / z_norm.clamp(min=1e-6)
+    return _Chunk(batch, rows, pos, n_facts, z_base + delta[fact], final, steps, ratio)
+
+
+def _spread(
+    adapter: ModelAdapter,
+    chunks: Sequence[_Chunk],
+    n_var: int,
+    solve: SolveFn,
+    progress: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(keys, values) per module: (F, d_in), (F, d_out), F = facts over all chunks."""
+    model = adapter.model
+    block = adapter.blocks()[adapter.layers[-1]]
+    names = adapter.names
+    shifts: dict[str, torch.Tensor] = {}
+    keys: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
+    for j, name in enumerate(tqdm(names, desc="spreading over layers", disable=not progress)):
+        gaps, ks = [], []
+        for c in chunks:
+            with (
+                torch.no_grad(),
+                shifted(adapter, shifts),
+                _at_block(block, c.rows, c.pos, None) as seen,
+                _record_at(adapter, c.rows, c.pos) as io,
+            ):
+                model(input_ids=c.batch.input_ids, attention_mask=c.batch.attention_mask)
+            gaps.append((c.z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
+            ks.append(io[name][0].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)
+        keys[name] = torch.cat(ks)
+        values[name] = torch.cat(gaps) / (len(names) - j)
+        shifts[name] = solve(name, keys[name], values[name])
+    return keys, values
+
+
+def _adam_on_residual(
+    model: Any,
+    adapter: ModelAdapter,
+    block: nn.Module,
+    batch: EditBatch,
+    rows: torch.Tensor,
+    pos: torch.Tensor,
+    fact: torch.Tensor,
+    scale: torch.Tensor,
+    cfg: ValueOptConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(δ (F, H), final mean target NLL (F,), steps taken (F,)): δ = scale·θ, by per-fact
+    Adam on NLL + weight_decay·mean(θ²); a fact stops once its NLL is below stop_loss."""
+    device = batch.input_ids.device
+    n_facts = scale.shape[0]
+    scale = scale.view(-1, 1)  # (F, 1)
+    hidden = int(model.get_output_embeddings().weight.shape[1])
+    theta = torch.zeros(n_facts, hidden, device=device)
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    active = torch.ones(n_facts, dtype=torch.bool, device=device)
+    steps_taken = torch.zeros(n_facts, dtype=torch.long, device=device)
+    final = torch.zeros(n_facts, device=device)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    n_var = batch.input_ids.shape[0] // n_facts
+    for step in range(cfg.steps + 1):
+        th = theta.detach().requires_grad_(True)
+        with (
+            _at_block(block, rows, pos, (scale * th)[fact]),
+            grad_from(adapter, cfg.bf16, cfg.bf16),
+        ):
+            nll = target_nll_per_row(model, batch).view(n_facts, n_var).mean(1)  # (F,)
+            loss = (nll + cfg.weight_decay * th.pow(2).mean(1))[active].sum()
+        final = torch.where(active, nll.detach(), final)
+        active = active & (nll.detach() > cfg.stop_loss)
+        if step == cfg.steps or not bool(active.any()):
+            break
+        (grad,) = torch.autograd.grad(loss, th)
+        a = active.view(-1, 1)
+        m = torch.where(a, beta1 * m + (1 - beta1) * grad, m)
+        v = torch.where(a, beta2 * v + (1 - beta2) * grad.pow(2), v)
+        t = (steps_taken + 1).view(-1, 1).float()
+        step_ = cfg.lr * (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+        theta = torch.where(a, theta - step_, theta)
+        # the clamp: ‖θ‖ is ‖δ‖ in units of the residual's RMS element, √H of them per norm
+        limit = cfg.max_norm * hidden**0.5
+        theta = theta * (limit / theta.norm(dim=1, keepdim=True).clamp(min=limit))
+        steps_taken = steps_taken + active.long()
+    return (scale * theta).detach(), final, steps_taken

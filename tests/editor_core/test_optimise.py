@@ -1,0 +1,154 @@
+"""values="optimise": per-fact value optimisation at the subject token, spread over layers
+(editor_core/optimize.py) — no hyper-network, MALMEN's solve and joint mode unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from editor_core import EditRequest
+from editor_core.apply import apply_delta, restore, snapshot
+from editor_core.checkpoint import CheckpointError, save_editor
+from editor_core.editor import EditorConfig, MalmenEditor, NoHyperNetworkError
+from editor_core.encoding import encode_edits
+from editor_core.joint import EditLedger, split_rows
+from editor_core.metrics import token_accuracy
+from editor_core.optimize import ValueOptConfig, _block_output, key_positions
+from tests.editor_core.test_anchors import subject_facts
+from tests.editor_core.test_editor import facts, model_state, tiny_loaded
+
+OPT = ValueOptConfig(steps=60, lr=0.3, weight_decay=0.0, stop_loss=0.02, prefixes=("",))
+
+
+def optimising(loaded, **kw) -> MalmenEditor:
+    kw.setdefault("value_opt", OPT)
+    cfg = EditorConfig(values="optimise", lambda_override=1e-3, **kw)
+    return MalmenEditor.optimising(loaded, cfg)
+
+
+def distinct_subject_facts(n: int, seed: int) -> list[EditRequest]:
+    seen: dict[str, EditRequest] = {}
+    for r in subject_facts(8 * n, seed):
+        seen.setdefault(r.subject or "", r)
+    assert len(seen) >= n
+    return list(seen.values())[:n]
+
+
+def test_optimised_edits_land_and_the_model_is_restored() -> None:
+    """A random tiny model barely reads a residual change at an earlier token (attention is
+    near-uniform), so these facts name no subject: they are keyed at the last prompt token
+    (the fallback) and have one-token targets.  Its logits are near-flat too; sharpened
+    (output embeddings ×30), a target can become likely, so the stop rule is exercised."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    with torch.no_grad():
+        loaded.model.get_output_embeddings().weight.mul_(30.0)
+    reqs = [EditRequest(r.prompt, r.target.split()[0]) for r in facts(3, seed=11)]
+    editor = optimising(loaded)
+    before = model_state(loaded.model)
+    assert token_accuracy(loaded.model, loaded.tokenizer, reqs, 8) == [0.0, 0.0, 0.0]
+    delta = editor.compute_delta(reqs)
+    for (n, a), b in zip(model_state(loaded.model).items(), before.values(), strict=True):
+        assert torch.equal(a[0], b[0]), n  # computing the delta leaves the model alone
+    rows = delta.rows
+    assert list(rows) == loaded.adapter.names
+    for r in rows.values():
+        assert r.keys.shape[0] == len(reqs)  # one row per fact and module
+        assert r.owner.tolist() == [0, 1, 2]
+    masters = snapshot(loaded.adapter)
+    apply_delta(loaded.adapter, delta, masters)
+    try:
+        assert token_accuracy(loaded.model, loaded.tokenizer, reqs, 8) == [1.0, 1.0, 1.0]
+    finally:
+        restore(loaded.adapter, masters)
+    for (n, a), b in zip(model_state(loaded.model).items(), before.values(), strict=True):
+        assert torch.equal(a[0], b[0]), n
+
+
+def test_keys_are_the_subject_token_inputs() -> None:
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(2, seed=3)
+    rows = optimising(loaded).compute_rows(reqs)
+    batch = encode_edits(loaded.tokenizer, reqs, key_position="subject")
+    pos = key_positions(batch)
+    seen = {}
+
+    def grab(name):
+        def hook(_m, args, _out):
+            seen[name] = args[0][torch.arange(len(reqs)), pos].float()
+
+        return hook
+
+    hs = [loaded.adapter.module(n).register_forward_hook(grab(n)) for n in loaded.adapter.names]
+    try:
+        with torch.no_grad():
+            loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    finally:
+        for h in hs:
+            h.remove()
+    # the lowest layer's keys are the base model's; higher layers see the lower shifts
+    low = loaded.adapter.names[0]
+    torch.testing.assert_close(rows[low].keys, seen[low], rtol=1e-5, atol=1e-6)
+
+
+def test_single_layer_values_do_not_depend_on_batch_mates() -> None:
+    """With one edited layer there is no spread: each fact's row is its own, whatever it is
+    optimised with (chunk size) — the property joint mode relies on."""
+    loaded = tiny_loaded(layers=2, edit=(1,))
+    reqs = distinct_subject_facts(4, seed=5)
+    together = optimising(loaded).compute_rows(reqs)
+    one_by_one = optimising(loaded, value_opt=replace(OPT, batch_facts=1)).compute_rows(reqs)
+    alone = optimising(loaded).compute_rows(reqs[2:3])
+    n = loaded.adapter.names[0]
+    torch.testing.assert_close(together[n].values, one_by_one[n].values, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(together[n].keys, one_by_one[n].keys)
+    torch.testing.assert_close(together[n].values[2:3], alone[n].values, rtol=1e-4, atol=1e-5)
+
+
+def test_spread_rows_resolve_to_the_spread_shifts_and_fit_joint_mode() -> None:
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(4, seed=2)
+    editor = optimising(loaded)
+    delta = editor.compute_delta(reqs)
+    # the ledger re-solves the stored rows to the same shifts
+    ledger = EditLedger()
+    for i, r in enumerate(split_rows(delta.rows, len(reqs))):
+        ledger.add(f"e{i}", reqs[i].prompt, r)
+    joint = ledger.solve(editor.lambdas(), editor.config.solve_dtype, editor.priors())
+    for n, s in delta.shifts.items():
+        torch.testing.assert_close(joint[n], s, rtol=1e-3, atol=1e-5)
+    # the lower layer does part of the work: the upper layer's rows ask for the rest only
+    lo, hi = loaded.adapter.names
+    assert delta.rows[lo].values.norm() > 0 and delta.rows[hi].values.norm() > 0
+
+
+def test_residual_hook_handles_tuple_outputs() -> None:
+    t = torch.ones(2, 3, 4)
+    assert _block_output(t) is t
+    assert _block_output((t, None)) is t
+
+
+def test_optimising_checkpoint_has_no_hypernetwork(tmp_path: Path) -> None:
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    editor = optimising(loaded)
+    with pytest.raises(NoHyperNetworkError):
+        _ = editor.nets
+    path = save_editor(tmp_path / "opt", editor, {"note": "test"})
+    assert not (path / "editor.safetensors").exists()
+    again = MalmenEditor.from_checkpoint(path, loaded)
+    assert again.config.values == "optimise"
+    assert again.config.value_opt == OPT
+    assert not again.has_hypernet
+    assert again.checkpoint_sha256  # of config.json
+    # a hyper-network editor's checkpoint without its weights is refused
+    cfg = (path / "config.json").read_text().replace('"optimise"', '"hypernet"')
+    (path / "config.json").write_text(cfg)
+    from editor_core.checkpoint import write_manifest
+
+    write_manifest(path)
+    with pytest.raises(CheckpointError, match=r"editor\.safetensors"):
+        MalmenEditor.from_checkpoint(path, loaded)
+    with pytest.raises(NoHyperNetworkError):
+        MalmenEditor(loaded.adapter, loaded.tokenizer, None, EditorConfig())
