@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as fields_of
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,6 +65,24 @@ class EditorConfig:
     # token and takes λ from `lambda_override` (default 1).
     values: ValueMode = "hypernet"
     value_opt: ValueOptConfig = field(default_factory=ValueOptConfig)
+
+
+def config_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """EditorConfig keyword arguments from JSON-like values: "hyper" and "value_opt" may be
+    dicts (a checkpoint's config.json, FACTPATCH_EDITOR_CONFIG); unknown keys are an error."""
+    out = dict(fields)
+    known = {f.name for f in fields_of(EditorConfig)}
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise ValueError(f"unknown editor settings {unknown} (known: {sorted(known)})")
+    if isinstance(out.get("hyper"), dict):
+        out["hyper"] = HyperConfig(**out["hyper"])
+    if isinstance(out.get("value_opt"), dict):
+        vo = dict(out["value_opt"])
+        if "prefixes" in vo:
+            vo["prefixes"] = tuple(vo["prefixes"])
+        out["value_opt"] = ValueOptConfig(**vo)
+    return out
 
 
 class NoHyperNetworkError(RuntimeError):
@@ -143,14 +162,10 @@ class MalmenEditor:
                 f"(model_type {cfg.get('model_type')}), but this model edits "
                 f"{loaded.adapter.shapes()}; train an editor for this model and layer set"
             )
-        known = {f.name for f in fields(EditorConfig)}
-        editor_fields = {k: v for k, v in cfg.get("editor", {}).items() if k in known}
-        if isinstance(editor_fields.get("value_opt"), dict):
-            vo = dict(editor_fields["value_opt"])
-            vo["prefixes"] = tuple(vo.get("prefixes", ValueOptConfig().prefixes))
-            editor_fields["value_opt"] = ValueOptConfig(**vo)
-        config = EditorConfig(hyper=HyperConfig(**cfg["hyper"]), **editor_fields)
-        config = replace(config, **overrides)
+        known = {f.name for f in fields_of(EditorConfig)}
+        saved_fields = {k: v for k, v in cfg.get("editor", {}).items() if k in known}
+        config = EditorConfig(**config_fields({**saved_fields, "hyper": cfg["hyper"]}))
+        config = replace(config, **config_fields(overrides))
         nets = None
         if state is not None:
             nets = HyperNetBank(loaded.adapter.shapes(), config.hyper)

@@ -5,26 +5,25 @@ problem per edited module.  Its hyper-network predicts d from the value-gradient
 shot; that needs meta-training, and the editor shipped for the top layers keys its rows on
 the positions predicting the target, which the relation template dominates (docs/results.md,
 key geometry).  Keyed at the subject's last token in the middle layers, a fact's rows
-separate it from its neighbours, but the hyper-network could not be meta-trained for those
-layers on a CPU.
+separate it from its neighbours, but this CPU could not meta-train a hyper-network there.
 
-This module produces the rows' values directly: for each fact, value differences
-d_l (one per edited module l, at the subject's last token) are found by a few Adam steps
-on the target's cross-entropy, with the d_l added to the module outputs during the
-forward, in the edit prompt and in prefixed variants of it (so the edit does not depend on
-what comes before the prompt).  The key of a fact in module l is its down-projection input
-at the subject's last token, averaged over the variants.  The solve is MALMEN's (with the
-preservation prior): the rows are ordinary rows, so joint mode and the other invariants of
-the solve hold unchanged.
+This module produces the rows without a hyper-network (`EditorConfig.values="optimise"`):
 
-Each fact's values depend only on that fact: the loss is a sum of per-fact terms, Adam is
-element-wise, and a fact stops moving when its own loss is low (`stop_loss`), never
-because of its batch-mates — so an edit computed alone equals the same edit computed in a
-batch (up to float rounding), as joint mode requires.
+1. per fact, a change δ of the residual stream after the LAST edited layer, at the
+   subject's last token, found by a few Adam steps on the target's cross-entropy in the
+   edit prompt and in prefixed variants of it (`prefixes`: the edit should not depend on
+   what precedes the prompt), with ‖δ‖ clamped to `max_norm`·‖residual‖;
+2. spread over the edited layers lowest first, as MEMIT does: layer j's rows ask for
+   1/(layers left) of what is still missing at the last layer once the shifts of the layers
+   below are in.  Keys are the down-projection inputs at the subject's last token,
+   averaged over the variants.
 
-Parametrisation: d_l = s_l · θ_l, with s_l the RMS element of module l's output at the
-subject positions, so one learning rate fits every layer and model; `weight_decay`
-penalises the mean square of θ.
+The solve is MALMEN's (with the preservation prior, which must be strong here: μ in the
+thousands).  Step 1 is independent per fact (a sum of per-fact losses, element-wise Adam,
+a per-fact stop rule and per-fact scale).  Step 2 depends on the whole request set, as
+MEMIT's does; with a single edited layer there is no spread and every row is its own fact's.
+Parametrisation: δ = s·θ with s the RMS element of the fact's own residual, so one
+learning rate fits every layer and model; `weight_decay` penalises the mean square of θ.
 """
 
 from __future__ import annotations
@@ -41,11 +40,11 @@ from tqdm.auto import tqdm
 
 from editor_core.adapters import ModelAdapter
 from editor_core.encoding import EditBatch, EditRequest, encode_edits
-from editor_core.hooks import grad_from, shifted
+from editor_core.hooks import shifted
 
 # Contexts each edit is optimised in (besides none): short, neutral, and unlike the
 # relation templates, so the value does not lean on one sentence opening.
-DEFAULT_PREFIXES = ("", "Here is a fact. ", "I read this somewhere: ")
+DEFAULT_PREFIXES = ("", "Here is a fact. ")
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,9 @@ class ValueOptConfig:
     lr: float = 0.5  # Adam step on θ (d_l = s_l · θ_l)
     weight_decay: float = 0.01  # on mean(θ²) per module
     stop_loss: float = 0.05  # a fact stops once its mean target NLL is below this
-    max_norm: float = 4.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
+    max_norm: float = 2.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES
-    bf16: bool = False  # run the optimisation forward/backward under bf16 autocast
+    bf16: bool = True  # bf16 autocast for the Adam steps only (keys, spread, solve: model dtype)
     batch_facts: int = 32  # facts optimised together (memory only; results do not depend on it)
 
 
@@ -155,10 +154,15 @@ def _block_output(output: Any) -> torch.Tensor:
 
 @contextmanager
 def _at_block(
-    block: nn.Module, rows: torch.Tensor, pos: torch.Tensor, add: torch.Tensor | None
+    block: nn.Module,
+    rows: torch.Tensor,
+    pos: torch.Tensor,
+    add: torch.Tensor | None,
+    enable_grad: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the block's output (the residual stream) at (rows, pos), fp32 (B, H), before
-    adding `add` (B, H) there when given."""
+    adding `add` (B, H) there when given.  `enable_grad`: switch grad mode on from here up
+    (the caller's no_grad context restores it), so nothing below builds a graph."""
     seen: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _args: tuple, output: Any) -> Any:
@@ -166,6 +170,8 @@ def _at_block(
         seen["z"] = h[rows, pos].detach().float()
         if add is None:
             return None
+        if enable_grad:
+            torch.set_grad_enabled(True)
         h = h.index_put((rows, pos), add.to(h.dtype), accumulate=True)
         return (h, *output[1:]) if isinstance(output, tuple) else h
 
@@ -211,9 +217,7 @@ def _residual_targets(
     z_base = seen["z"]  # (B, H)
     # each fact's own scale (RMS element of its residual), so no fact depends on another
     scale = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2)).sqrt().clamp(min=1e-6)  # (F,)
-    delta, final, steps = _adam_on_residual(
-        model, adapter, block, batch, rows, pos, fact, scale, cfg
-    )
+    delta, final, steps = _adam_on_residual(model, block, batch, pos, scale, cfg)
     z_norm = z_base.view(n_facts, n_var, -1).norm(dim=2).mean(1)  # (F,)
     ratio = delta.norm(dim=1) / z_norm.clamp(min=1e-6)
     return _Chunk(batch, rows, pos, n_facts, z_base + delta[fact], final, steps, ratio)
@@ -253,49 +257,60 @@ def _spread(
 
 def _adam_on_residual(
     model: Any,
-    adapter: ModelAdapter,
     block: nn.Module,
     batch: EditBatch,
-    rows: torch.Tensor,
     pos: torch.Tensor,
-    fact: torch.Tensor,
     scale: torch.Tensor,
     cfg: ValueOptConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(δ (F, H), final mean target NLL (F,), steps taken (F,)): δ = scale·θ, by per-fact
-    Adam on NLL + weight_decay·mean(θ²); a fact stops once its NLL is below stop_loss."""
+    Adam on NLL + weight_decay·mean(θ²); a fact stops once its NLL is below stop_loss.
+
+    Each step runs only the variants of the facts still moving, with no graph below the
+    block δ is added to (grad mode is switched on in its hook)."""
     device = batch.input_ids.device
     n_facts = scale.shape[0]
+    n_var = batch.input_ids.shape[0] // n_facts
     scale = scale.view(-1, 1)  # (F, 1)
     hidden = int(model.get_output_embeddings().weight.shape[1])
+    limit = cfg.max_norm * hidden**0.5  # ‖θ‖ bound: ‖δ‖ in units of the RMS element
     theta = torch.zeros(n_facts, hidden, device=device)
     m, v = torch.zeros_like(theta), torch.zeros_like(theta)
     active = torch.ones(n_facts, dtype=torch.bool, device=device)
     steps_taken = torch.zeros(n_facts, dtype=torch.long, device=device)
     final = torch.zeros(n_facts, device=device)
+    variant_rows = torch.arange(n_facts * n_var, device=device).view(n_facts, n_var)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    n_var = batch.input_ids.shape[0] // n_facts
     for step in range(cfg.steps + 1):
-        th = theta.detach().requires_grad_(True)
+        idx = active.nonzero()[:, 0]  # (A,) facts still moving
+        sel = variant_rows[idx].reshape(-1)  # (A·n_var,) their variants
+        sub = EditBatch(
+            batch.input_ids[sel],
+            batch.attention_mask[sel],
+            batch.labels[sel],
+            [batch.target_lengths[i] for i in sel.tolist()],
+        )
+        th = theta[idx].detach().requires_grad_(True)  # (A, H)
+        add = (scale[idx] * th).repeat_interleave(n_var, dim=0)  # (A·n_var, H)
+        rows = torch.arange(sel.shape[0], device=device)
         with (
-            _at_block(block, rows, pos, (scale * th)[fact]),
-            grad_from(adapter, cfg.bf16, cfg.bf16),
+            torch.no_grad(),
+            torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16),
+            _at_block(block, rows, pos[sel], add, enable_grad=True),
         ):
-            nll = target_nll_per_row(model, batch).view(n_facts, n_var).mean(1)  # (F,)
-            loss = (nll + cfg.weight_decay * th.pow(2).mean(1))[active].sum()
-        final = torch.where(active, nll.detach(), final)
-        active = active & (nll.detach() > cfg.stop_loss)
-        if step == cfg.steps or not bool(active.any()):
+            nll = target_nll_per_row(model, sub).view(-1, n_var).mean(1)  # (A,)
+            loss = (nll + cfg.weight_decay * th.pow(2).mean(1)).sum()
+        final[idx] = nll.detach()
+        moving = nll.detach() > cfg.stop_loss  # (A,)
+        active[idx] = moving
+        if step == cfg.steps or not bool(moving.any()):
             break
         (grad,) = torch.autograd.grad(loss, th)
-        a = active.view(-1, 1)
-        m = torch.where(a, beta1 * m + (1 - beta1) * grad, m)
-        v = torch.where(a, beta2 * v + (1 - beta2) * grad.pow(2), v)
-        t = (steps_taken + 1).view(-1, 1).float()
-        step_ = cfg.lr * (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
-        theta = torch.where(a, theta - step_, theta)
-        # the clamp: ‖θ‖ is ‖δ‖ in units of the residual's RMS element, √H of them per norm
-        limit = cfg.max_norm * hidden**0.5
-        theta = theta * (limit / theta.norm(dim=1, keepdim=True).clamp(min=limit))
-        steps_taken = steps_taken + active.long()
+        j, g = idx[moving], grad[moving]
+        m[j] = beta1 * m[j] + (1 - beta1) * g
+        v[j] = beta2 * v[j] + (1 - beta2) * g.pow(2)
+        t = (steps_taken[j] + 1).view(-1, 1).float()
+        new = theta[j] - cfg.lr * (m[j] / (1 - beta1**t)) / ((v[j] / (1 - beta2**t)).sqrt() + eps)
+        theta[j] = new * (limit / new.norm(dim=1, keepdim=True).clamp(min=limit))
+        steps_taken[j] += 1
     return (scale * theta).detach(), final, steps_taken

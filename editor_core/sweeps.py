@@ -99,7 +99,9 @@ def run_sequential(
                 for i, r in enumerate(split_rows(rows, len(reqs))):
                     ledger.add(facts_t[i].id, facts_t[i].prompt, r)
                 apply_delta(
-                    loaded.adapter, ledger.solve(editor.lambdas(), priors=editor.priors()), base
+                    loaded.adapter,
+                    ledger.solve(editor.lambdas(), editor.config.solve_dtype, editor.priors()),
+                    base,
                 )
             else:
                 delta, _ = timed_delta(editor, reqs, device)

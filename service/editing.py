@@ -29,8 +29,7 @@ SHIPPED_EDITOR = (
 
 def load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> Any:
     """The configured editor; a random-init one (with a loud warning) when none exists."""
-    from editor_core.editor import EditorConfig, MalmenEditor
-    from editor_core.hypernet import HyperConfig
+    from editor_core.editor import EditorConfig, MalmenEditor, config_fields
 
     path = Path(checkpoint) if checkpoint else SHIPPED_EDITOR
     if checkpoint or _fits(path, loaded):
@@ -44,10 +43,7 @@ def load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> 
         "model. Train one with `factpatch train` or set FACTPATCH_EDITOR.",
         path,
     )
-    fields = dict(config)
-    if isinstance(fields.get("hyper"), dict):
-        fields["hyper"] = HyperConfig(**fields["hyper"])
-    return MalmenEditor.random_init(loaded, config=EditorConfig(**fields))
+    return MalmenEditor.random_init(loaded, config=EditorConfig(**config_fields(config)))
 
 
 def _fits(path: Path, loaded: Any) -> bool:

@@ -98,6 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
     p.add_argument("--sequential-editors", default="malmen")
     p.add_argument(
+        "--sequential-modes",
+        default="joint,sequential",
+        help="joint (one solve over all edits so far) and/or sequential (batch on batch)",
+    )
+    p.add_argument(
         "--sequential-full-every",
         type=int,
         default=1,
@@ -215,11 +220,10 @@ def evaluate_set(
         for name in [e.strip() for e in args.sequential_editors.split(",") if e.strip()]:
             if name not in editors:
                 continue
-            modes = (
-                ("joint", "sequential")
-                if hasattr(editors[name], "compute_rows")
-                else ("sequential",)
-            )
+            wanted = [m.strip() for m in args.sequential_modes.split(",") if m.strip()]
+            modes = [
+                m for m in wanted if m == "sequential" or hasattr(editors[name], "compute_rows")
+            ]
             for mode in modes:
                 out["sequential"][f"{name}/{mode}"] = run_sequential(
                     loaded,

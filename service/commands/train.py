@@ -162,6 +162,7 @@ def write_optimising_editor(loaded: Any, args: argparse.Namespace) -> int:
         key_position="subject",
         values="optimise",
         lambda_override=args.lam if args.lam is not None else 1.0,
+        solve_dtype="float64",  # μ in the thousands: keep the normal equation well resolved
     )
     prior = None
     if args.preserve > 0:

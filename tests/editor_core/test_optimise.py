@@ -152,3 +152,32 @@ def test_optimising_checkpoint_has_no_hypernetwork(tmp_path: Path) -> None:
         MalmenEditor.from_checkpoint(path, loaded)
     with pytest.raises(NoHyperNetworkError):
         MalmenEditor(loaded.adapter, loaded.tokenizer, None, EditorConfig())
+
+
+def test_train_command_writes_an_optimising_editor(tmp_path: Path, tiny_dir: Path) -> None:
+    """`factpatch train --values optimise`: no meta-training, a prior with a tail, a
+    checkpoint that loads and edits (the tiny model stands in for a real one)."""
+    import json
+
+    from editor_core.config import ModelSpec
+    from editor_core.loading import load_model
+    from service.cli import main
+
+    facts = tmp_path / "train.jsonl"
+    lines = [
+        {"prompt": r.prompt, "target": r.target, "subject": r.subject, "true_answer": "paris"}
+        for r in distinct_subject_facts(6, seed=4)
+    ]
+    facts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "editor"
+    argv = ["train", "--values", "optimise", "--model", str(tiny_dir), "--layers", "0,1"]
+    argv += ["--data", str(facts), "--preserve", "10", "--prior-rank", "8", "--out", str(out)]
+    assert main(argv) == 0
+    assert not (out / "editor.safetensors").exists()
+    loaded = load_model(ModelSpec(source=str(tiny_dir), layers=(0, 1), dtype="float32"))
+    editor = MalmenEditor.from_checkpoint(out, loaded)
+    assert editor.config.values == "optimise" and editor.config.key_position == "subject"
+    assert editor.config.preserve == 10 and editor.key_prior is not None
+    assert set(editor.key_prior.tail) == set(loaded.adapter.names)  # rank 8 < d_in: a tail
+    delta = editor.compute_delta(distinct_subject_facts(2, seed=9))
+    assert set(delta.shifts) == set(loaded.adapter.names)
