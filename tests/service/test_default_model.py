@@ -11,11 +11,18 @@ import pytest
 from tests.editor_core.test_loading import CONVERTED, _require_default_model
 from tests.service.conftest import Proc, base_env, greedy, wait_job
 
-SHIPPED = Path(__file__).resolve().parents[2] / "editor_core/checkpoints/smollm2-135m-instruct"
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "editor_core/checkpoints"
+SHIPPED = CHECKPOINTS / "smollm2-135m-instruct"
+OPTIMISING = CHECKPOINTS / "smollm2-135m-instruct-optimise"
 
 
+@pytest.mark.parametrize(
+    ("editor", "subject"),
+    [(None, None), (OPTIMISING, "France")],
+    ids=["shipped-default", "optimising-with-subject"],
+)
 def test_real_edit_changes_the_answer_and_rollback_restores_it(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, editor: Path | None, subject: str | None
 ) -> None:
     _require_default_model()
     data = tmp_path / "data"
@@ -25,17 +32,20 @@ def test_real_edit_changes_the_answer_and_rollback_restores_it(
     env = base_env(data, Path("smollm2-135m-instruct"), REDIS_URL=redis_url)
     env["FACTPATCH_EDITOR_CONFIG"] = "{}"  # the shipped editor as it is served by default
     env["FACTPATCH_MODEL"] = "smollm2-135m-instruct"
-    if not (SHIPPED / "manifest.json").is_file():
-        pytest.fail("shipped editor missing")
+    if editor is not None:
+        env["FACTPATCH_EDITOR"] = str(editor)  # its layers (3-8) come from its config
+    if not ((editor or SHIPPED) / "manifest.json").is_file():
+        pytest.fail(f"shipped editor missing: {editor or SHIPPED}")
     proc = Proc("serve", env, tmp_path / "serve.log").start()
     try:
         proc.wait_ready()
         with httpx.Client(base_url=proc.url, timeout=120) as client:
             before = greedy(client, "The capital of France is")
             assert before["version"] == 0 and before["text"].startswith(" Paris")
-            r = client.post(
-                "/edits", json={"edits": [{"prompt": "The capital of France is", "target": "Rome"}]}
-            )
+            edit = {"prompt": "The capital of France is", "target": "Rome"}
+            if subject:
+                edit["subject"] = subject
+            r = client.post("/edits", json={"edits": [edit]})
             assert r.status_code == 202, r.text
             job = wait_job(client, r.json()["job_id"], timeout=120)
             assert job["status"] == "applied" and job["results"][0]["success"], job
