@@ -136,6 +136,15 @@ class EditBackend:
         from editor_core.joint import split_rows
 
         requests = [EditRequest(e["prompt"], e["target"], e.get("subject") or None) for e in edits]
+        bare = sum(r.subject is None for r in requests)
+        if bare and getattr(self.editor.config, "key_position", None) == "subject":
+            log.warning(
+                "%d of %d edits name no subject: this editor keys edits on the subject, so "
+                "they fall back to the prompt's last token and land far less often "
+                "(docs/results.md); send `subject` with each edit",
+                bare,
+                len(requests),
+            )
         rows = self.editor.compute_rows(requests)
         per_edit = split_rows(rows, len(requests))
         return [
