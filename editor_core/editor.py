@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as fields_of
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -165,6 +165,11 @@ class MalmenEditor:
         known = {f.name for f in fields_of(EditorConfig)}
         saved_fields = {k: v for k, v in cfg.get("editor", {}).items() if k in known}
         config = EditorConfig(**config_fields({**saved_fields, "hyper": cfg["hyper"]}))
+        if isinstance(overrides.get("value_opt"), dict):  # a partial override: merge
+            overrides = {
+                **overrides,
+                "value_opt": {**asdict(config.value_opt), **overrides["value_opt"]},
+            }
         config = replace(config, **config_fields(overrides))
         nets = None
         if state is not None:

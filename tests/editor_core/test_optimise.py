@@ -142,6 +142,9 @@ def test_optimising_checkpoint_has_no_hypernetwork(tmp_path: Path) -> None:
     assert again.config.value_opt == OPT
     assert not again.has_hypernet
     assert again.checkpoint_sha256  # of config.json
+    # a partial override of the optimisation settings keeps the rest of the checkpoint's
+    tuned = MalmenEditor.from_checkpoint(path, loaded, value_opt={"steps": 7})
+    assert tuned.config.value_opt == replace(OPT, steps=7)
     # a hyper-network editor's checkpoint without its weights is refused
     cfg = (path / "config.json").read_text().replace('"optimise"', '"hypernet"')
     (path / "config.json").write_text(cfg)
