@@ -16,7 +16,9 @@ This module produces the rows without a hyper-network (`EditorConfig.values="opt
 2. spread over the edited layers lowest first, as MEMIT does: layer j's rows ask for
    1/(layers left) of what is still missing at the last layer once the shifts of the layers
    below are in.  Keys are the down-projection inputs at the subject's last token,
-   averaged over the variants.
+   averaged over the variants.  (The spread assumes each edited module's output is added
+   to the residual stream as it is — true of the registered architectures except Gemma 2/3,
+   which normalise the MLP output first; there it is an approximation.)
 
 The solve is MALMEN's (with the preservation prior, which must be strong here: μ in the
 thousands).  Step 1 is independent per fact (a sum of per-fact losses, element-wise Adam,
@@ -50,8 +52,8 @@ DEFAULT_PREFIXES = ("", "Here is a fact. ")
 @dataclass(frozen=True)
 class ValueOptConfig:
     steps: int = 25  # Adam steps per fact at most
-    lr: float = 0.5  # Adam step on θ (d_l = s_l · θ_l)
-    weight_decay: float = 0.01  # on mean(θ²) per module
+    lr: float = 0.5  # Adam step on θ, δ = s · θ (s: RMS element of the fact's residual)
+    weight_decay: float = 0.01  # on mean(θ²)
     stop_loss: float = 0.05  # a fact stops once its mean target NLL is below this
     max_norm: float = 2.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES
@@ -75,19 +77,19 @@ def key_positions(batch: EditBatch) -> torch.Tensor:
 
 
 @contextmanager
-def _record_at(
+def _keys_at(
     adapter: ModelAdapter, rows: torch.Tensor, pos: torch.Tensor
-) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """Record (input, output) of every edited module at (rows, pos): fp32 (B, d_in), (B, d_out)."""
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record every edited module's input (its key) at (rows, pos): fp32 (B, d_in)."""
+    seen: dict[str, torch.Tensor] = {}
 
     def make(name: str):
-        def hook(_m: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            seen[name] = (args[0][rows, pos].float(), output[rows, pos].float())
+        def hook(_m: nn.Module, args: tuple) -> None:
+            seen[name] = args[0][rows, pos].float()
 
         return hook
 
-    handles = [adapter.module(n).register_forward_hook(make(n)) for n in adapter.names]
+    handles = [adapter.module(n).register_forward_pre_hook(make(n)) for n in adapter.names]
     try:
         yield seen
     finally:
@@ -133,6 +135,14 @@ def optimise_values(
        re-solve to exactly the shifts the spread saw.  Step 2 runs over all `requests` at
        once: its rows depend on the whole set (as MEMIT's do), not on `cfg.batch_facts`.
     """
+    model: Any = adapter.model
+    hidden = int(model.get_output_embeddings().weight.shape[1])
+    wrong = [m.name for m in adapter.modules if m.d_out != hidden]
+    if wrong:
+        raise ValueError(
+            f"value optimisation spreads a residual-stream change over the edited modules, "
+            f"so each must write the residual stream (output size {hidden}); {wrong} do not"
+        )
     chunks: list[_Chunk] = []
     starts = range(0, len(requests), cfg.batch_facts)
     for start in tqdm(starts, desc="optimising edit values", disable=not progress):
@@ -244,11 +254,11 @@ def _spread(
                 torch.no_grad(),
                 shifted(adapter, shifts),
                 _at_block(block, c.rows, c.pos, None) as seen,
-                _record_at(adapter, c.rows, c.pos) as io,
+                _keys_at(adapter, c.rows, c.pos) as io,
             ):
                 model(input_ids=c.batch.input_ids, attention_mask=c.batch.attention_mask)
             gaps.append((c.z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
-            ks.append(io[name][0].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)
+            ks.append(io[name].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)
         keys[name] = torch.cat(ks)
         values[name] = torch.cat(gaps) / (len(names) - j)
         shifts[name] = solve(name, keys[name], values[name])
