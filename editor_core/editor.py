@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from dataclasses import fields as fields_of
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,21 +67,23 @@ class EditorConfig:
     value_opt: ValueOptConfig = field(default_factory=ValueOptConfig)
 
 
-def config_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def config_fields(fields: dict[str, Any], base: EditorConfig | None = None) -> dict[str, Any]:
     """EditorConfig keyword arguments from JSON-like values: "hyper" and "value_opt" may be
-    dicts (a checkpoint's config.json, FACTPATCH_EDITOR_CONFIG); unknown keys are an error."""
+    dicts (a checkpoint's config.json, FACTPATCH_EDITOR_CONFIG), read as partial updates of
+    `base`'s (or the defaults'); unknown keys are an error."""
     out = dict(fields)
     known = {f.name for f in fields_of(EditorConfig)}
     unknown = sorted(set(out) - known)
     if unknown:
         raise ValueError(f"unknown editor settings {unknown} (known: {sorted(known)})")
+    base = base or EditorConfig()
     if isinstance(out.get("hyper"), dict):
-        out["hyper"] = HyperConfig(**out["hyper"])
+        out["hyper"] = replace(base.hyper, **out["hyper"])
     if isinstance(out.get("value_opt"), dict):
         vo = dict(out["value_opt"])
         if "prefixes" in vo:
             vo["prefixes"] = tuple(vo["prefixes"])
-        out["value_opt"] = ValueOptConfig(**vo)
+        out["value_opt"] = replace(base.value_opt, **vo)
     return out
 
 
@@ -165,12 +167,7 @@ class MalmenEditor:
         known = {f.name for f in fields_of(EditorConfig)}
         saved_fields = {k: v for k, v in cfg.get("editor", {}).items() if k in known}
         config = EditorConfig(**config_fields({**saved_fields, "hyper": cfg["hyper"]}))
-        if isinstance(overrides.get("value_opt"), dict):  # a partial override: merge
-            overrides = {
-                **overrides,
-                "value_opt": {**asdict(config.value_opt), **overrides["value_opt"]},
-            }
-        config = replace(config, **config_fields(overrides))
+        config = replace(config, **config_fields(overrides, base=config))
         nets = None
         if state is not None:
             nets = HyperNetBank(loaded.adapter.shapes(), config.hyper)

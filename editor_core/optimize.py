@@ -227,7 +227,7 @@ def _residual_targets(
     z_base = seen["z"]  # (B, H)
     # each fact's own scale (RMS element of its residual), so no fact depends on another
     scale = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2)).sqrt().clamp(min=1e-6)  # (F,)
-    delta, final, steps = _adam_on_residual(model, block, batch, pos, scale, cfg)
+    delta, final, steps = _adam_on_residual(model, block, batch, pos, z_base, scale, cfg)
     z_norm = z_base.view(n_facts, n_var, -1).norm(dim=2).mean(1)  # (F,)
     ratio = delta.norm(dim=1) / z_norm.clamp(min=1e-6)
     return _Chunk(batch, rows, pos, n_facts, z_base + delta[fact], final, steps, ratio)
@@ -270,6 +270,7 @@ def _adam_on_residual(
     block: nn.Module,
     batch: EditBatch,
     pos: torch.Tensor,
+    z_base: torch.Tensor,
     scale: torch.Tensor,
     cfg: ValueOptConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -282,7 +283,7 @@ def _adam_on_residual(
     n_facts = scale.shape[0]
     n_var = batch.input_ids.shape[0] // n_facts
     scale = scale.view(-1, 1)  # (F, 1)
-    hidden = int(model.get_output_embeddings().weight.shape[1])
+    hidden = int(z_base.shape[1])
     limit = cfg.max_norm * hidden**0.5  # ‖θ‖ bound: ‖δ‖ in units of the RMS element
     theta = torch.zeros(n_facts, hidden, device=device)
     m, v = torch.zeros_like(theta), torch.zeros_like(theta)

@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--prior-rank",
         type=int,
         default=None,
-        help="rank of the stored prior (default 256; optimise: 512 with an isotropic tail)",
+        help="rank of the stored prior (default 256; optimise: 1024 with an isotropic tail)",
     )
     p.add_argument(
         "--prior-prompts",
@@ -166,7 +166,7 @@ def write_optimising_editor(loaded: Any, args: argparse.Namespace) -> int:
     )
     prior = None
     if args.preserve > 0:
-        prior = estimate_prior(loaded, args, True, args.prior_rank or 512, tail=True)
+        prior = estimate_prior(loaded, args, True, args.prior_rank or 1024, tail=True)
     editor = MalmenEditor.optimising(loaded, config, prior)
     meta = {"training_data_sha256": sha256_file(args.data), "model": args.model, "steps": 0}
     save_editor(args.out, editor, meta)
