@@ -26,7 +26,7 @@ from editor_core.checkpoint import CheckpointError, load_editor_state
 from editor_core.encoding import EditRequest, KeyPosition, encode_edits
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
-from editor_core.optimize import ValueOptConfig, optimise_values
+from editor_core.optimize import ResidualTargets, ValueOptConfig, residual_targets, spread_rows
 from editor_core.preserve import KeyPrior
 from editor_core.solve import ridge_solve
 
@@ -328,6 +328,11 @@ class MalmenEditor:
             if self.config.values == "optimise"
             else self.hypernet_rows(requests)
         )
+        return self._with_anchors(requests, edit_rows)
+
+    def _with_anchors(
+        self, requests: Sequence[EditRequest], edit_rows: dict[str, EditRows]
+    ) -> dict[str, EditRows]:
         anchored = self.anchor_rows(requests)
         return {
             n: EditRows(
@@ -346,26 +351,56 @@ class MalmenEditor:
     def optimised_rows(
         self, requests: Sequence[EditRequest], progress: bool = False
     ) -> dict[str, EditRows]:
-        """One row per fact and module: subject-token key, optimised value difference.  The
-        spread over layers solves each layer with this editor's own λ and prior, so
-        `solve(rows)` reproduces the shifts the spread saw."""
+        """One row per fact and module: subject-token key, optimised value difference
+        (`residual_targets`, then `spread_rows` over all `requests`)."""
+        targets = self.residual_targets(requests, progress)
+        return self.spread_rows(requests, targets.z, progress)
+
+    def residual_targets(
+        self, requests: Sequence[EditRequest], progress: bool = False
+    ) -> ResidualTargets:
+        """Per fact, the residual it asks for after the last edited layer (optimize.py)."""
+        cfg = self.config
+        return residual_targets(
+            self.adapter, self.tokenizer, requests, cfg.value_opt, cfg.max_length, progress
+        )
+
+    def spread_rows(
+        self, requests: Sequence[EditRequest], z: torch.Tensor, progress: bool = False
+    ) -> dict[str, EditRows]:
+        """Rows of `requests` from their residual targets `z` (F, n_var, H), spread over the
+        edited layers from the weights the model holds now.  The spread solves each layer
+        with this editor's own λ and prior, so `solve(rows)` reproduces its shifts."""
         lams, priors = self.lambdas(), self.priors()
-        dtype = self.config.solve_dtype
+        dtype, cfg = self.config.solve_dtype, self.config
 
         def solve(name: str, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
             return ridge_solve(keys, values, lams[name], dtype, prior=priors[name])
 
-        opt = optimise_values(
+        keys, values = spread_rows(
             self.adapter,
             self.tokenizer,
             requests,
-            self.config.value_opt,
+            z.to(self.device),
+            cfg.value_opt,
             solve,
-            self.config.max_length,
+            cfg.max_length,
             progress,
         )
         owner = torch.arange(len(requests), device=self.device)
-        return {n: EditRows(opt.keys[n], opt.values[n], owner) for n in self.adapter.names}
+        return {n: EditRows(keys[n], values[n], owner) for n in self.adapter.names}
+
+    @property
+    def respreads(self) -> bool:
+        """Joint mode re-spreads every live edit's residual target at each version."""
+        return self.config.values == "optimise" and self.config.value_opt.respread
+
+    def joint_rows(
+        self, requests: Sequence[EditRequest], z: torch.Tensor, progress: bool = False
+    ) -> dict[str, EditRows]:
+        """All live edits' rows for one joint solve, re-spread from the weights the model
+        holds now (the base weights, in joint mode), plus their anchor rows."""
+        return self._with_anchors(requests, self.spread_rows(requests, z, progress))
 
     def solve(self, rows: dict[str, EditRows]) -> dict[str, torch.Tensor]:
         lams, priors = self.lambdas(), self.priors()

@@ -59,15 +59,10 @@ class ValueOptConfig:
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES
     bf16: bool = True  # bf16 autocast for the Adam steps only (keys, spread, solve: model dtype)
     batch_facts: int = 32  # facts optimised together (memory only; results do not depend on it)
-
-
-@dataclass
-class OptimisedRows:
-    keys: dict[str, torch.Tensor]  # module -> (n_facts, d_in) fp32, averaged over variants
-    values: dict[str, torch.Tensor]  # module -> (n_facts, d_out) fp32
-    final_loss: torch.Tensor  # (n_facts,) mean target NLL at the last step taken
-    steps_taken: torch.Tensor  # (n_facts,) long
-    delta_ratio: torch.Tensor  # (n_facts,) ‖δ‖ / ‖residual‖ at the subject token
+    # Joint mode: at every version, re-spread the residual targets of ALL live edits from
+    # the base weights (MEMIT over the union; forward passes only), instead of summing rows
+    # that were each spread with their own batch's lower-layer shifts.
+    respread: bool = True
 
 
 def key_positions(batch: EditBatch) -> torch.Tensor:
@@ -114,48 +109,89 @@ def target_nll_per_row(model: Any, batch: EditBatch) -> torch.Tensor:
 SolveFn = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def optimise_values(
-    adapter: ModelAdapter,
-    tokenizer: object,
-    requests: Sequence[EditRequest],
-    cfg: ValueOptConfig,
-    solve: SolveFn,
-    max_length: int | None = None,
-    progress: bool = False,
-) -> OptimisedRows:
-    """Keys and value differences at the subject's last token, per fact and module.
+@dataclass
+class ResidualTargets:
+    """What each fact asks of the residual stream after the last edited layer, at its
+    subject's last token, in each of its variants (the `prefixes`).  Depends on the fact and
+    the layers above the edited ones only, so it is kept per edit: joint mode re-spreads
+    the targets of every live edit from the base weights at each version (`spread_rows`)."""
 
-    1. Per fact, the change δ of the residual stream after the last edited layer, at the
-       subject's last token, that makes the model continue with the target (`cfg.steps`
-       Adam steps at most).  Independent per fact.
-    2. Spread δ over the edited layers, lowest first (MEMIT's schedule): layer j's rows ask
-       for 1/(layers left) of the gap between the target residual and the residual with
-       the shifts of the layers below already applied.  `solve(name, keys, values) ->
-       shift (d_in, d_out)` is the editor's solve for one module, so the rows returned here
-       re-solve to exactly the shifts the spread saw.  Step 2 runs over all `requests` at
-       once: its rows depend on the whole set (as MEMIT's do), not on `cfg.batch_facts`.
-    """
-    model: Any = adapter.model
-    hidden = int(model.get_output_embeddings().weight.shape[1])
+    z: torch.Tensor  # (n_facts, n_var, H) fp32
+    final_loss: torch.Tensor  # (n_facts,) mean target NLL at the last step taken
+    steps_taken: torch.Tensor  # (n_facts,) long
+    delta_ratio: torch.Tensor  # (n_facts,) ‖δ‖ / ‖residual‖ at the subject token
+
+
+def _check_modules(adapter: ModelAdapter) -> None:
+    hidden = int(adapter.model.get_output_embeddings().weight.shape[1])  # type: ignore[operator]
     wrong = [m.name for m in adapter.modules if m.d_out != hidden]
     if wrong:
         raise ValueError(
             f"value optimisation spreads a residual-stream change over the edited modules, "
             f"so each must write the residual stream (output size {hidden}); {wrong} do not"
         )
-    chunks: list[_Chunk] = []
+
+
+def residual_targets(
+    adapter: ModelAdapter,
+    tokenizer: object,
+    requests: Sequence[EditRequest],
+    cfg: ValueOptConfig,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> ResidualTargets:
+    """Step 1: per fact, the residual after the last edited layer, at the subject's last
+    token, that makes the model continue with the target (`cfg.steps` Adam steps at most,
+    from the weights the model holds now).  Independent per fact."""
+    _check_modules(adapter)
+    zs, losses, steps, ratios = [], [], [], []
     starts = range(0, len(requests), cfg.batch_facts)
     for start in tqdm(starts, desc="optimising edit values", disable=not progress):
-        chunk = requests[start : start + cfg.batch_facts]
-        chunks.append(_residual_targets(adapter, tokenizer, chunk, cfg, max_length))
-    keys, values = _spread(adapter, chunks, len(cfg.prefixes), solve, progress)
-    return OptimisedRows(
-        keys,
-        values,
-        torch.cat([c.final_loss for c in chunks]),
-        torch.cat([c.steps_taken for c in chunks]),
-        torch.cat([c.delta_ratio for c in chunks]),
-    )
+        chunk = _encode_chunk(
+            adapter, tokenizer, requests[start : start + cfg.batch_facts], cfg, max_length
+        )
+        z, loss, n_steps, ratio = _residual_targets(adapter, chunk, cfg)
+        zs.append(z.view(chunk.n_facts, len(cfg.prefixes), -1))
+        losses.append(loss)
+        steps.append(n_steps)
+        ratios.append(ratio)
+    return ResidualTargets(torch.cat(zs), torch.cat(losses), torch.cat(steps), torch.cat(ratios))
+
+
+def spread_rows(
+    adapter: ModelAdapter,
+    tokenizer: object,
+    requests: Sequence[EditRequest],
+    z: torch.Tensor,
+    cfg: ValueOptConfig,
+    solve: SolveFn,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Step 2: (keys, values) per module, (F, d_in) and (F, d_out), from the facts' residual
+    targets `z` (F, n_var, H), spread over the edited layers lowest first from the weights
+    the model holds now (MEMIT's schedule): layer j's rows ask for 1/(layers left) of the
+    gap between the target residual and the residual with the shifts of the layers below
+    already applied.  `solve(name, keys, values) -> shift (d_in, d_out)` is the editor's
+    solve for one module, so the rows returned here re-solve to exactly the shifts the
+    spread saw.  The rows depend on the whole request set (as MEMIT's do), not on
+    `cfg.batch_facts`."""
+    _check_modules(adapter)
+    if z.shape[:2] != (len(requests), len(cfg.prefixes)):
+        raise ValueError(
+            f"residual targets of shape {tuple(z.shape)} do not fit {len(requests)} requests "
+            f"with {len(cfg.prefixes)} variants each"
+        )
+    chunks = []
+    for start in range(0, len(requests), cfg.batch_facts):
+        chunk = _encode_chunk(
+            adapter, tokenizer, requests[start : start + cfg.batch_facts], cfg, max_length
+        )
+        chunk.z_target = (
+            z[start : start + chunk.n_facts].reshape(-1, z.shape[-1]).to(chunk.rows.device)
+        )
+        chunks.append(chunk)
+    return _spread(adapter, chunks, len(cfg.prefixes), solve, progress)
 
 
 def _block_output(output: Any) -> torch.Tensor:
@@ -198,28 +234,34 @@ class _Chunk:
     rows: torch.Tensor  # (B,) arange
     pos: torch.Tensor  # (B,) keyed position of each row
     n_facts: int
-    z_target: torch.Tensor  # (B, H) residual after the last edited layer, as it should be
-    final_loss: torch.Tensor  # (F,)
-    steps_taken: torch.Tensor  # (F,)
-    delta_ratio: torch.Tensor  # (F,)
+    z_target: torch.Tensor | None = (
+        None  # (B, H) residual after the last edited layer, as it should be
+    )
 
 
-def _residual_targets(
+def _encode_chunk(
     adapter: ModelAdapter,
     tokenizer: object,
     requests: Sequence[EditRequest],
     cfg: ValueOptConfig,
     max_length: int | None,
 ) -> _Chunk:
-    model = adapter.model
-    device = next(model.parameters()).device
-    n_facts, n_var = len(requests), len(cfg.prefixes)
+    device = next(adapter.model.parameters()).device
     variants = [
         EditRequest(p + r.prompt, r.target, r.subject) for r in requests for p in cfg.prefixes
     ]
     batch = encode_edits(tokenizer, variants, max_length, "subject").to(device)  # type: ignore[arg-type]
     rows = torch.arange(len(variants), device=device)
-    pos = key_positions(batch)  # (B,)
+    return _Chunk(batch, rows, key_positions(batch), len(requests))
+
+
+def _residual_targets(
+    adapter: ModelAdapter, chunk: _Chunk, cfg: ValueOptConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z_target (B, H), final NLL (F,), steps taken (F,), ‖δ‖/‖residual‖ (F,))."""
+    model = adapter.model
+    batch, rows, pos, n_facts = chunk.batch, chunk.rows, chunk.pos, chunk.n_facts
+    n_var = len(cfg.prefixes)
     fact = rows // n_var  # (B,) fact index of each variant
     block = adapter.blocks()[adapter.layers[-1]]
     with torch.no_grad(), _at_block(block, rows, pos, None) as seen:
@@ -230,7 +272,7 @@ def _residual_targets(
     delta, final, steps = _adam_on_residual(model, block, batch, pos, z_base, scale, cfg)
     z_norm = z_base.view(n_facts, n_var, -1).norm(dim=2).mean(1)  # (F,)
     ratio = delta.norm(dim=1) / z_norm.clamp(min=1e-6)
-    return _Chunk(batch, rows, pos, n_facts, z_base + delta[fact], final, steps, ratio)
+    return z_base + delta[fact], final, steps, ratio
 
 
 def _spread(
@@ -257,6 +299,7 @@ def _spread(
                 _keys_at(adapter, c.rows, c.pos) as io,
             ):
                 model(input_ids=c.batch.input_ids, attention_mask=c.batch.attention_mask)
+            assert c.z_target is not None
             gaps.append((c.z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
             ks.append(io[name].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)
         keys[name] = torch.cat(ks)

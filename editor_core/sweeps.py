@@ -9,10 +9,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.data.formats import Fact
+from editor_core.encoding import EditRequest
 from editor_core.evaluate import (
     BATCH_SIZE,
     Editor,
@@ -76,7 +78,9 @@ def run_sequential(
     (0: after the last only; negative: never — cheaper histories on a slow machine).
 
     mode "joint": every edit's rows are kept (computed against the base weights) and one
-        least-squares solve over all edits so far is applied to the base weights.
+        least-squares solve over all edits so far is applied to the base weights.  An
+        editor that `respreads` (values="optimise") keeps each edit's residual target
+        instead and re-spreads all of them from the base weights at every batch.
     mode "sequential": each batch's delta is computed on the already edited model and
         added to the current weights.
     """
@@ -87,13 +91,21 @@ def run_sequential(
     batches = [chosen[i : i + batch] for i in range(0, total, batch)]
     base = snapshot(loaded.adapter)
     ledger = EditLedger()
+    live_reqs: list[EditRequest] = []  # joint mode, re-spreading editor: every edit so far
+    live_z: list[torch.Tensor] = []  # and their residual targets, (n, n_var, H) per batch
     tok = loaded.tokenizer
     device = next(loaded.model.parameters()).device
     history: list[dict[str, Any]] = []
     try:
         for t, facts_t in enumerate(tqdm(batches, desc=f"sequential/{mode}", unit="batch")):
             reqs = requests_of(facts_t)
-            if mode == "joint":
+            if mode == "joint" and getattr(editor, "respreads", False):
+                restore(loaded.adapter, base)  # targets and spread from the base weights
+                live_reqs.extend(reqs)
+                live_z.append(editor.residual_targets(reqs).z.cpu())
+                rows = editor.joint_rows(live_reqs, torch.cat(live_z))
+                apply_delta(loaded.adapter, editor.solve(rows), base)
+            elif mode == "joint":
                 restore(loaded.adapter, base)  # rows against the base weights
                 rows = editor.compute_rows(reqs)
                 for i, r in enumerate(split_rows(rows, len(reqs))):

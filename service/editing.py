@@ -2,7 +2,9 @@
 
 Joint mode: each edit's rows (keys and value differences, computed once against the *base*
 weights) are stored under `data_dir/edits/{edit_id}.safetensors` with a JSON sidecar
-holding their sha256; a version's weights are `base + solve(all live edits)`.
+holding their sha256; a version's weights are `base + solve(all live edits)`.  With an
+editor that re-spreads (values="optimise"), each edit also stores its residual target and
+subject, and every version re-spreads the targets of all live edits from the base weights.
 Sequential mode: each batch is solved against the parent version's weights.
 """
 
@@ -63,6 +65,11 @@ class StoredEdit:
     prompt: str
     target: str
     rows: dict[str, Any]  # module name -> EditRows of this one edit
+    subject: str | None = None
+    residual_target: torch.Tensor | None = None  # (n_var, H): re-spreading editors only
+
+
+RESIDUAL_TARGET = "residual_target"  # no "/keys" suffix: never read as a module's rows
 
 
 class RowStore:
@@ -78,6 +85,8 @@ class RowStore:
         for name, r in edit.rows.items():
             tensors[f"{name}/keys"] = r.keys.detach().cpu().float().contiguous()  # (n, d_in)
             tensors[f"{name}/values"] = r.values.detach().cpu().float().contiguous()  # (n, d_out)
+        if edit.residual_target is not None:
+            tensors[RESIDUAL_TARGET] = edit.residual_target.detach().cpu().float().contiguous()
         path = self.root / f"{edit.edit_id}.safetensors"
         tmp = path.with_suffix(".partial")
         save_file(tensors, str(tmp))
@@ -86,6 +95,7 @@ class RowStore:
             "edit_id": edit.edit_id,
             "prompt": edit.prompt,
             "target": edit.target,
+            "subject": edit.subject,
             "sha256": file_sha256(path),
         }
         (self.root / f"{edit.edit_id}.json").write_text(json.dumps(sidecar))
@@ -108,7 +118,14 @@ class RowStore:
                 values = flat[f"{name}/values"]
                 owner = torch.zeros(t.shape[0], dtype=torch.long)
                 rows[name] = EditRows(keys=t, values=values, owner=owner)
-        edit = StoredEdit(edit_id, meta["prompt"], meta["target"], rows)
+        edit = StoredEdit(
+            edit_id,
+            meta["prompt"],
+            meta["target"],
+            rows,
+            meta.get("subject"),
+            flat.get(RESIDUAL_TARGET),
+        )
         self._cache[edit_id] = edit
         return edit
 
@@ -145,11 +162,17 @@ class EditBackend:
                 bare,
                 len(requests),
             )
-        rows = self.editor.compute_rows(requests)
+        if getattr(self.editor, "respreads", False):
+            z = self.editor.residual_targets(requests).z.cpu()  # (n, n_var, H)
+            rows = self.editor.joint_rows(requests, z)  # this batch alone: kept for fallback
+            targets: list[torch.Tensor | None] = list(z)
+        else:
+            rows = self.editor.compute_rows(requests)
+            targets = [None] * len(requests)
         per_edit = split_rows(rows, len(requests))
         return [
-            StoredEdit(e["edit_id"], e["prompt"], e["target"], r)
-            for e, r in zip(edits, per_edit, strict=True)
+            StoredEdit(e["edit_id"], e["prompt"], e["target"], r, req.subject, zt)
+            for e, req, r, zt in zip(edits, requests, per_edit, targets, strict=True)
         ]
 
     def joint(
@@ -177,17 +200,44 @@ class EditBackend:
                 for n, m in self.base_masters.items()
             }
             return tensors, [], {"n_live": 0, "solve_s": 0.0}
-        shifts = ledger.solve(
-            self.editor.lambdas(), self.editor.config.solve_dtype, self.editor.priors()
-        )
+        live_edits = {e.edit_id: e for e in new}
+        live_edits.update({i: self.rows.load(i) for i in ids if i not in live_edits})
+        respread = self._respread(ids, live_edits)
+        if respread is not None:
+            shifts = self.editor.solve(respread)
+        else:
+            shifts = ledger.solve(
+                self.editor.lambdas(), self.editor.config.solve_dtype, self.editor.priors()
+            )
         tensors = new_weights(self.adapter, shifts, self.base_masters)
         metrics = {
             "n_live": len(ids),
+            "respread": respread is not None,
             "superseded": superseded,
             "solve_s": round(time.perf_counter() - t0, 4),
             "shift_norms": {n: round(float(s.float().norm()), 6) for n, s in shifts.items()},
         }
         return tensors, ids, metrics
+
+    def _respread(self, ids: list[str], edits: dict[str, StoredEdit]) -> dict[str, Any] | None:
+        """Rows of every live edit re-spread from the base weights (the worker's model holds
+        them in joint mode), or None when the editor does not re-spread or an edit has no
+        residual target of this editor's shape (stored by another editor configuration):
+        then the stored rows are summed instead."""
+        from editor_core.encoding import EditRequest
+
+        if not getattr(self.editor, "respreads", False):
+            return None
+        targets = [edits[i].residual_target for i in ids]
+        hidden = int(self.loaded.model.get_output_embeddings().weight.shape[1])
+        shape = (len(self.editor.config.value_opt.prefixes), hidden)
+        if any(z is None or tuple(z.shape) != shape for z in targets):
+            log.warning("some live edits have no residual target for this editor: summing rows")
+            return None
+        requests = [
+            EditRequest(edits[i].prompt, edits[i].target, edits[i].subject or None) for i in ids
+        ]
+        return dict(self.editor.joint_rows(requests, torch.stack(targets)))  # type: ignore[arg-type]
 
     def sequential(
         self, new: list[StoredEdit], parent: dict[str, torch.Tensor], parent_live: list[str]

@@ -184,3 +184,43 @@ def test_train_command_writes_an_optimising_editor(tmp_path: Path, tiny_dir: Pat
     assert set(editor.key_prior.tail) == set(loaded.adapter.names)  # rank 8 < d_in: a tail
     delta = editor.compute_delta(distinct_subject_facts(2, seed=9))
     assert set(delta.shifts) == set(loaded.adapter.names)
+
+
+def test_joint_respread_is_one_spread_over_every_live_edit() -> None:
+    """Joint mode keeps each edit's residual target (per fact, independent of batch-mates)
+    and re-spreads all of them from the base weights: two batches added one after the other
+    give the weights of one spread over both, which summing each batch's own rows does not."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(6, seed=4)
+    a, b = reqs[:3], reqs[3:]
+    editor = optimising(loaded, value_opt=replace(OPT, bf16=False))
+    assert editor.respreads
+    za, zb = editor.residual_targets(a).z, editor.residual_targets(b).z
+    assert za.shape == (3, len(OPT.prefixes), loaded.model.config.hidden_size)
+    together = editor.residual_targets(reqs).z
+    torch.testing.assert_close(torch.cat([za, zb]), together, rtol=1e-4, atol=1e-4)
+
+    respread = editor.solve(editor.joint_rows(reqs, torch.cat([za, zb])))
+    at_once = editor.compute_delta(reqs).shifts
+    for n, s in at_once.items():
+        torch.testing.assert_close(respread[n], s, rtol=1e-3, atol=1e-5)
+
+    ledger = EditLedger()  # the summed per-batch rows: a different (lower-layer) split
+    for batch in (a, b):
+        for i, r in enumerate(split_rows(editor.compute_rows(batch), len(batch))):
+            ledger.add(f"{batch[i].prompt}", batch[i].prompt, r)
+    summed = ledger.solve(editor.lambdas(), editor.config.solve_dtype, editor.priors())
+    hi = loaded.adapter.names[-1]
+    assert not torch.allclose(summed[hi], at_once[hi], rtol=1e-2, atol=1e-4)
+
+
+def test_spread_rows_refuse_targets_of_another_shape() -> None:
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(2, seed=4)
+    editor = optimising(loaded)
+    z = editor.residual_targets(reqs).z
+    with pytest.raises(ValueError, match="do not fit 1 requests"):
+        editor.spread_rows(reqs[:1], z)
+    editor2 = optimising(loaded, value_opt=replace(OPT, prefixes=("", "A. ")))
+    with pytest.raises(ValueError, match="2 variants"):
+        editor2.spread_rows(reqs, z)
