@@ -112,8 +112,8 @@ SolveFn = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 @dataclass
 class ResidualTargets:
     """What each fact asks of the residual stream after the last edited layer, at its
-    subject's last token, in each of its variants (the `prefixes`).  Depends on the fact and
-    the layers above the edited ones only, so it is kept per edit: joint mode re-spreads
+    subject's last token, in each of its variants (the `prefixes`).  Found on the base
+    weights, it depends on that fact alone, so it is kept per edit: joint mode re-spreads
     the targets of every live edit from the base weights at each version (`spread_rows`)."""
 
     z: torch.Tensor  # (n_facts, n_var, H) fp32
