@@ -132,6 +132,12 @@ class MalmenEditor:
             )
         if nets is None and config.values != "optimise":
             raise NoHyperNetworkError('an editor without a hyper-network needs values="optimise"')
+        if config.values == "optimise" and config.eta_scale != 1.0:
+            log.warning(
+                "eta_scale=%s has no effect on a value-optimising editor (it scales the "
+                "hyper-network's values); trade edit strength for locality with `preserve`",
+                config.eta_scale,
+            )
         self.adapter = adapter
         self.tokenizer = tokenizer
         self.config = config

@@ -224,3 +224,13 @@ def test_spread_rows_refuse_targets_of_another_shape() -> None:
     editor2 = optimising(loaded, value_opt=replace(OPT, prefixes=("", "A. ")))
     with pytest.raises(ValueError, match="2 variants"):
         editor2.spread_rows(reqs, z)
+
+
+def test_eta_scale_is_reported_inert_for_optimised_values(caplog: pytest.LogCaptureFixture) -> None:
+    loaded = tiny_loaded(layers=2, edit=(1,))
+    with caplog.at_level("WARNING", logger="editor_core.editor"):
+        optimising(loaded)
+    assert "eta_scale" not in caplog.text
+    with caplog.at_level("WARNING", logger="editor_core.editor"):
+        optimising(loaded, eta_scale=0.5)
+    assert "eta_scale=0.5 has no effect" in caplog.text
