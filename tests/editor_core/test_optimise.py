@@ -234,3 +234,37 @@ def test_eta_scale_is_reported_inert_for_optimised_values(caplog: pytest.LogCapt
     with caplog.at_level("WARNING", logger="editor_core.editor"):
         optimising(loaded, eta_scale=0.5)
     assert "eta_scale=0.5 has no effect" in caplog.text
+
+
+def test_sequential_joint_sweep_respreads_from_the_base_weights() -> None:
+    """The eval's joint sweep with a re-spreading editor: after the second batch the model
+    holds one spread over both batches' targets (found on the base weights), and the base
+    weights are back afterwards."""
+    from editor_core.data import Fact, LocalityPrompt
+    from editor_core.evaluate import prepare_locality, requests_of, sample_facts
+    from editor_core.sweeps import run_sequential
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    with torch.no_grad():  # sharpened, keyed at the last token: edits land (first test)
+        loaded.model.get_output_embeddings().weight.mul_(30.0)
+    facts_ = [Fact(f"f{i}", r.prompt, r.target.split()[0]) for i, r in enumerate(facts(4, seed=13))]
+    editor = optimising(loaded, value_opt=replace(OPT, bf16=False))
+    pool = prepare_locality(loaded.model, loaded.tokenizer, [LocalityPrompt("The sky is")])
+    before = model_state(loaded.model)
+    history = run_sequential(
+        loaded, editor, "joint", facts_, 2, 2, pool, pool, seed=0, full_every=-1
+    )
+    for (n, a), b in zip(model_state(loaded.model).items(), before.values(), strict=True):
+        assert torch.equal(a[0], b[0]), n
+    chosen = sample_facts(facts_, 4, 0) or []  # the sweep's order
+    first, second = requests_of(chosen[:2]), requests_of(chosen[2:])
+    z = torch.cat([editor.residual_targets(first).z, editor.residual_targets(second).z])
+    masters = snapshot(loaded.adapter)
+    apply_delta(loaded.adapter, editor.solve(editor.joint_rows(first + second, z)), masters)
+    try:
+        es = token_accuracy(loaded.model, loaded.tokenizer, first, 8)
+    finally:
+        restore(loaded.adapter, masters)
+    assert [h["edits"] for h in history] == [2, 4]
+    assert sum(es) > 0  # the edits land, so the comparison means something
+    assert history[1]["es_first_batch"] == pytest.approx(sum(es) / len(es))
