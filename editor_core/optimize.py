@@ -194,6 +194,20 @@ def spread_rows(
     return _spread(adapter, chunks, len(cfg.prefixes), solve, progress)
 
 
+class _Reached(Exception):
+    """Raised by a recording hook to end a forward pass whose upper layers are not needed."""
+
+
+def _run_to_block(model: Any, batch: EditBatch) -> None:
+    """Forward `batch` until a recording `_at_block` hook has what it needs (the layers
+    above the last edited one and the LM head are most of a forward pass)."""
+    try:
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    except _Reached:
+        return
+    raise RuntimeError("the forward pass never reached the recording block")
+
+
 def _block_output(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
@@ -208,14 +222,15 @@ def _at_block(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the block's output (the residual stream) at (rows, pos), fp32 (B, H), before
     adding `add` (B, H) there when given.  `enable_grad`: switch grad mode on from here up
-    (the caller's no_grad context restores it), so nothing below builds a graph."""
+    (the caller's no_grad context restores it), so nothing below builds a graph.  Without
+    `add` the forward pass ends at this block: run it with `_run_to_block`."""
     seen: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _args: tuple, output: Any) -> Any:
         h = _block_output(output)
         seen["z"] = h[rows, pos].detach().float()
         if add is None:
-            return None
+            raise _Reached  # nothing above this block is needed: see `_run_to_block`
         if enable_grad:
             torch.set_grad_enabled(True)
         h = h.index_put((rows, pos), add.to(h.dtype), accumulate=True)
@@ -265,7 +280,7 @@ def _residual_targets(
     fact = rows // n_var  # (B,) fact index of each variant
     block = adapter.blocks()[adapter.layers[-1]]
     with torch.no_grad(), _at_block(block, rows, pos, None) as seen:
-        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        _run_to_block(model, batch)
     z_base = seen["z"]  # (B, H)
     # each fact's own scale (RMS element of its residual), so no fact depends on another
     scale = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2)).sqrt().clamp(min=1e-6)  # (F,)
@@ -298,7 +313,7 @@ def _spread(
                 _at_block(block, c.rows, c.pos, None) as seen,
                 _keys_at(adapter, c.rows, c.pos) as io,
             ):
-                model(input_ids=c.batch.input_ids, attention_mask=c.batch.attention_mask)
+                _run_to_block(model, c.batch)
             assert c.z_target is not None
             gaps.append((c.z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
             ks.append(io[name].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)

@@ -70,6 +70,7 @@ def run_sequential(
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
     full_every: int = 1,
+    score_at: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Batches of edits applied one after another; metrics after each batch.
 
@@ -83,6 +84,10 @@ def run_sequential(
         instead and re-spreads all of them from the base weights at every batch.
     mode "sequential": each batch's delta is computed on the already edited model and
         added to the current weights.
+
+    `score_at`: the batches (1-based) after which anything is scored (default: every one;
+    the last always).  A re-spreading editor's weights after batch t depend only on the
+    edits so far, so it spreads only at those batches.
     """
     if mode not in ("joint", "sequential"):
         raise ValueError(f"unknown sequential mode {mode!r}")
@@ -99,12 +104,15 @@ def run_sequential(
     try:
         for t, facts_t in enumerate(tqdm(batches, desc=f"sequential/{mode}", unit="batch")):
             reqs = requests_of(facts_t)
+            last = t + 1 == len(batches)
+            scored = last or score_at is None or t + 1 in score_at
             if mode == "joint" and getattr(editor, "respreads", False):
                 restore(loaded.adapter, base)  # targets and spread from the base weights
                 live_reqs.extend(reqs)
                 live_z.append(editor.residual_targets(reqs).z.cpu())
-                rows = editor.joint_rows(live_reqs, torch.cat(live_z))
-                apply_delta(loaded.adapter, editor.solve(rows), base)
+                if scored:
+                    rows = editor.joint_rows(live_reqs, torch.cat(live_z))
+                    apply_delta(loaded.adapter, editor.solve(rows), base)
             elif mode == "joint":
                 restore(loaded.adapter, base)  # rows against the base weights
                 rows = editor.compute_rows(reqs)
@@ -118,8 +126,9 @@ def run_sequential(
             else:
                 delta, _ = timed_delta(editor, reqs, device)
                 apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
+            if not scored:
+                continue
             so_far = [f for b in batches[: t + 1] for f in b]
-            last = t + 1 == len(batches)
             full = full_every >= 0 and (last or (full_every > 0 and (t + 1) % full_every == 0))
             metrics: dict[str, Any] = {}
             if full:

@@ -109,6 +109,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="full metrics every K batches and after the last (0: last only, <0: never); "
         "the first batch's ES is scored after every batch",
     )
+    p.add_argument(
+        "--sequential-score-at",
+        default="",
+        help="score only after these batches, e.g. 1,2,4,8,16 (default: every batch; the "
+        "last always); a re-spreading editor then spreads only there",
+    )
     p.add_argument("--tradeoff-n", type=int, default=64, help="0 disables the trade-off sweep")
     p.add_argument("--eta-scale", default="0.25,0.5,1,2", help="η scales for the trade-off")
     p.add_argument("--lambda", dest="lambdas", default="1,10,100,1000", help="λ for the trade-off")
@@ -237,6 +243,7 @@ def evaluate_set(
                     args.seed,
                     args.batch_size,
                     full_every=args.sequential_full_every,
+                    score_at=_ints(args.sequential_score_at) or None,
                 )
     out["tradeoff"] = []
     if args.tradeoff_n > 0 and args.malmen_label in editors:

@@ -239,7 +239,7 @@ def test_eta_scale_is_reported_inert_for_optimised_values(caplog: pytest.LogCapt
 def test_sequential_joint_sweep_respreads_from_the_base_weights() -> None:
     """The eval's joint sweep with a re-spreading editor: after the second batch the model
     holds one spread over both batches' targets (found on the base weights), and the base
-    weights are back afterwards."""
+    weights are back afterwards.  Scoring only after batch 2 skips batch 1's spread."""
     from editor_core.data import Fact, LocalityPrompt
     from editor_core.evaluate import prepare_locality, requests_of, sample_facts
     from editor_core.sweeps import run_sequential
@@ -252,7 +252,7 @@ def test_sequential_joint_sweep_respreads_from_the_base_weights() -> None:
     pool = prepare_locality(loaded.model, loaded.tokenizer, [LocalityPrompt("The sky is")])
     before = model_state(loaded.model)
     history = run_sequential(
-        loaded, editor, "joint", facts_, 2, 2, pool, pool, seed=0, full_every=-1
+        loaded, editor, "joint", facts_, 2, 2, pool, pool, seed=0, full_every=-1, score_at=[2]
     )
     for (n, a), b in zip(model_state(loaded.model).items(), before.values(), strict=True):
         assert torch.equal(a[0], b[0]), n
@@ -265,6 +265,6 @@ def test_sequential_joint_sweep_respreads_from_the_base_weights() -> None:
         es = token_accuracy(loaded.model, loaded.tokenizer, first, 8)
     finally:
         restore(loaded.adapter, masters)
-    assert [h["edits"] for h in history] == [2, 4]
+    assert [h["edits"] for h in history] == [4]  # scored (and spread) after batch 2 only
     assert sum(es) > 0  # the edits land, so the comparison means something
-    assert history[1]["es_first_batch"] == pytest.approx(sum(es) / len(es))
+    assert history[0]["es_first_batch"] == pytest.approx(sum(es) / len(es))
