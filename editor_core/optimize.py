@@ -182,16 +182,14 @@ def spread_rows(
             f"residual targets of shape {tuple(z.shape)} do not fit {len(requests)} requests "
             f"with {len(cfg.prefixes)} variants each"
         )
-    chunks = []
-    for start in range(0, len(requests), cfg.batch_facts):
-        chunk = _encode_chunk(
-            adapter, tokenizer, requests[start : start + cfg.batch_facts], cfg, max_length
-        )
-        chunk.z_target = (
-            z[start : start + chunk.n_facts].reshape(-1, z.shape[-1]).to(chunk.rows.device)
-        )
-        chunks.append(chunk)
-    return _spread(adapter, chunks, len(cfg.prefixes), solve, progress)
+    starts = range(0, len(requests), cfg.batch_facts)
+    chunks = [
+        _encode_chunk(adapter, tokenizer, requests[s : s + cfg.batch_facts], cfg, max_length)
+        for s in starts
+    ]
+    device = next(adapter.model.parameters()).device
+    targets = [z[s : s + cfg.batch_facts].flatten(0, 1).to(device) for s in starts]  # (B, H)
+    return _spread(adapter, chunks, targets, len(cfg.prefixes), solve, progress)
 
 
 class _Reached(Exception):
@@ -249,9 +247,6 @@ class _Chunk:
     rows: torch.Tensor  # (B,) arange
     pos: torch.Tensor  # (B,) keyed position of each row
     n_facts: int
-    z_target: torch.Tensor | None = (
-        None  # (B, H) residual after the last edited layer, as it should be
-    )
 
 
 def _encode_chunk(
@@ -293,11 +288,13 @@ def _residual_targets(
 def _spread(
     adapter: ModelAdapter,
     chunks: Sequence[_Chunk],
+    targets: Sequence[torch.Tensor],
     n_var: int,
     solve: SolveFn,
     progress: bool,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(keys, values) per module: (F, d_in), (F, d_out), F = facts over all chunks."""
+    """(keys, values) per module: (F, d_in), (F, d_out), F = facts over all chunks;
+    `targets[i]` (B_i, H): chunk i's residual after the last edited layer, as it should be."""
     model = adapter.model
     block = adapter.blocks()[adapter.layers[-1]]
     names = adapter.names
@@ -306,7 +303,7 @@ def _spread(
     values: dict[str, torch.Tensor] = {}
     for j, name in enumerate(tqdm(names, desc="spreading over layers", disable=not progress)):
         gaps, ks = [], []
-        for c in chunks:
+        for c, z_target in zip(chunks, targets, strict=True):
             with (
                 torch.no_grad(),
                 shifted(adapter, shifts),
@@ -314,8 +311,7 @@ def _spread(
                 _keys_at(adapter, c.rows, c.pos) as io,
             ):
                 _run_to_block(model, c.batch)
-            assert c.z_target is not None
-            gaps.append((c.z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
+            gaps.append((z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
             ks.append(io[name].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)
         keys[name] = torch.cat(ks)
         values[name] = torch.cat(gaps) / (len(names) - j)
