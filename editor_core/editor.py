@@ -26,7 +26,13 @@ from editor_core.checkpoint import CheckpointError, load_editor_state
 from editor_core.encoding import EditRequest, KeyPosition, encode_edits
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
-from editor_core.optimize import ResidualTargets, ValueOptConfig, residual_targets, spread_rows
+from editor_core.optimize import (
+    ResidualTargets,
+    ValueOptConfig,
+    residual_targets,
+    spread_rows,
+    subject_groups,
+)
 from editor_core.preserve import KeyPrior
 from editor_core.solve import ridge_solve
 
@@ -400,6 +406,47 @@ class MalmenEditor:
     def respreads(self) -> bool:
         """Joint mode re-spreads every live edit's residual target at each version."""
         return self.config.values == "optimise" and self.config.value_opt.respread
+
+    def target_groups(
+        self, requests: Sequence[EditRequest], ids: Sequence[str]
+    ) -> list[tuple[str, ...]]:
+        """Per request, the ids of the requests (itself included, sorted) whose residual
+        targets `residual_targets(requests)` finds together: its subject group."""
+        if not self.config.value_opt.group_subjects:
+            return [(i,) for i in ids]
+        out: list[tuple[str, ...]] = [()] * len(requests)
+        for g in subject_groups(requests):
+            members = tuple(sorted(ids[i] for i in g))
+            for i in g:
+                out[i] = members
+        return out
+
+    def refresh_targets(
+        self,
+        requests: Sequence[EditRequest],
+        ids: Sequence[str],
+        z: Sequence[torch.Tensor],
+        found_with: Sequence[tuple[str, ...] | None],
+        progress: bool = False,
+    ) -> tuple[torch.Tensor, list[tuple[str, ...]], list[int]]:
+        """Residual targets of the live edits `requests` for one joint version.
+
+        `z[i]` (n_var, H) was found together with the edits `found_with[i]` (None: alone).
+        Edits that name one subject must share their δ (optimize.py, `group_subjects`);
+        when a subject's live edits were not all found together (they came in different
+        batches, or one of them was withdrawn), the group is re-optimised from the weights
+        the model holds now — the base weights, in joint mode.  Returns (targets (F, n_var,
+        H) in request order, each edit's group now, the indices re-optimised)."""
+        want = self.target_groups(requests, ids)
+        had = [fw if fw is not None else (ids[i],) for i, fw in enumerate(found_with)]
+        changed = {ids[i] for i in range(len(requests)) if tuple(had[i]) != want[i]}
+        stale = [i for i in range(len(requests)) if changed.intersection(want[i])]  # whole groups
+        out = list(z)
+        if stale:
+            fresh = self.residual_targets([requests[i] for i in stale], progress).z.cpu()
+            for k, i in enumerate(stale):
+                out[i] = fresh[k].to(out[i].dtype) if out[i] is not None else fresh[k]
+        return torch.stack([t.cpu() for t in out]), want, stale
 
     def joint_rows(
         self, requests: Sequence[EditRequest], z: torch.Tensor, progress: bool = False

@@ -21,8 +21,11 @@ This module produces the rows without a hyper-network (`EditorConfig.values="opt
    which normalise the MLP output first; there it is an approximation.)
 
 The solve is MALMEN's (with the preservation prior, which must be strong here: μ in the
-thousands).  Step 1 is independent per fact (a sum of per-fact losses, element-wise Adam,
-a per-fact stop rule and per-fact scale).  Step 2 depends on the whole request set, as
+thousands).  Step 1 is independent per subject (`group_subjects`): the facts that name
+the same subject share one δ, found on their mean loss (a sum of per-group losses,
+element-wise Adam, a per-group stop rule and scale) — their keys are the same token's, so
+separate δs would contradict each other in the solve; a fact without a subject, or one
+whose subject no other request names, is optimised on its own.  Step 2 depends on the whole request set, as
 MEMIT's does; with a single edited layer there is no spread and every row is its own fact's.
 Parametrisation: δ = s·θ with s the RMS element of the fact's own residual, so one
 learning rate fits every layer and model; `weight_decay` penalises the mean square of θ.
@@ -59,6 +62,11 @@ class ValueOptConfig:
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES
     bf16: bool = True  # bf16 autocast for the Adam steps only (keys, spread, solve: model dtype)
     batch_facts: int = 32  # facts optimised together (memory only; results do not depend on it)
+    # Facts that name the same subject share one δ, optimised on their mean loss: their
+    # keys (the subject's last token) are nearly the same, so separate δs would ask the
+    # solve for different values at one key and it would average them, or blow up the
+    # shift trying.  False: one δ per fact (MEMIT's way).
+    group_subjects: bool = True
     # Joint mode: at every version, re-spread the residual targets of ALL live edits from
     # the base weights (MEMIT over the union; forward passes only), instead of summing rows
     # that were each spread with their own batch's lower-layer shifts.
@@ -113,8 +121,9 @@ SolveFn = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 class ResidualTargets:
     """What each fact asks of the residual stream after the last edited layer, at its
     subject's last token, in each of its variants (the `prefixes`).  Found on the base
-    weights, it depends on that fact alone, so it is kept per edit: joint mode re-spreads
-    the targets of every live edit from the base weights at each version (`spread_rows`)."""
+    weights, it depends on that fact alone (and on the facts of the same request set that
+    name its subject), so it is kept per edit: joint mode re-spreads the targets of every
+    live edit from the base weights at each version (`spread_rows`)."""
 
     z: torch.Tensor  # (n_facts, n_var, H) fp32
     final_loss: torch.Tensor  # (n_facts,) mean target NLL at the last step taken
@@ -142,20 +151,58 @@ def residual_targets(
 ) -> ResidualTargets:
     """Step 1: per fact, the residual after the last edited layer, at the subject's last
     token, that makes the model continue with the target (`cfg.steps` Adam steps at most,
-    from the weights the model holds now).  Independent per fact."""
+    from the weights the model holds now).  Independent per subject group (one δ for the
+    facts naming one subject, `cfg.group_subjects`), else per fact; results are in request
+    order and do not depend on `cfg.batch_facts`."""
     _check_modules(adapter)
+    groups = subject_groups(requests) if cfg.group_subjects else [[i] for i in range(len(requests))]
     zs, losses, steps, ratios = [], [], [], []
-    starts = range(0, len(requests), cfg.batch_facts)
-    for start in tqdm(starts, desc="optimising edit values", disable=not progress):
-        chunk = _encode_chunk(
-            adapter, tokenizer, requests[start : start + cfg.batch_facts], cfg, max_length
-        )
-        z, loss, n_steps, ratio = _residual_targets(adapter, chunk, cfg)
+    parts = list(_group_chunks(groups, cfg.batch_facts))
+    for part in tqdm(parts, desc="optimising edit values", disable=not progress):
+        idx = [i for g in part for i in g]
+        chunk = _encode_chunk(adapter, tokenizer, [requests[i] for i in idx], cfg, max_length)
+        group = torch.tensor(
+            [k for k, g in enumerate(part) for _ in g], device=chunk.rows.device
+        )  # (F_c,) group of each fact, in `idx` order
+        z, loss, n_steps, ratio = _residual_targets(adapter, chunk, cfg, group)
         zs.append(z.view(chunk.n_facts, len(cfg.prefixes), -1))
         losses.append(loss)
         steps.append(n_steps)
         ratios.append(ratio)
-    return ResidualTargets(torch.cat(zs), torch.cat(losses), torch.cat(steps), torch.cat(ratios))
+    order = torch.tensor([i for part in parts for g in part for i in g])
+    back = torch.empty_like(order)
+    back[order] = torch.arange(len(order))  # request i sits at position back[i]
+    return ResidualTargets(
+        torch.cat(zs)[back],
+        torch.cat(losses)[back],
+        torch.cat(steps)[back],
+        torch.cat(ratios)[back],
+    )
+
+
+def subject_groups(requests: Sequence[EditRequest]) -> list[list[int]]:
+    """Indices of the requests that name the same subject, in order of first appearance;
+    a request without a subject is a group of its own."""
+    groups: dict[object, list[int]] = {}
+    for i, r in enumerate(requests):
+        key = r.subject.strip() if r.subject and r.subject.strip() else ("no subject", i)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _group_chunks(groups: list[list[int]], size: int) -> Iterator[list[list[int]]]:
+    """Whole groups, packed in order into chunks of at most `size` facts (a larger group is
+    a chunk of its own): a group's facts must be optimised together."""
+    part: list[list[int]] = []
+    n = 0
+    for g in groups:
+        if part and n + len(g) > size:
+            yield part
+            part, n = [], 0
+        part.append(g)
+        n += len(g)
+    if part:
+        yield part
 
 
 def spread_rows(
@@ -266,23 +313,31 @@ def _encode_chunk(
 
 
 def _residual_targets(
-    adapter: ModelAdapter, chunk: _Chunk, cfg: ValueOptConfig
+    adapter: ModelAdapter, chunk: _Chunk, cfg: ValueOptConfig, group: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z_target (B, H), final NLL (F,), steps taken (F,), ‖δ‖/‖residual‖ (F,))."""
+    """(z_target (B, H), final NLL (F,), steps taken (F,), ‖δ‖/‖residual‖ (F,)); the facts
+    of one `group` (F,) share their δ."""
     model = adapter.model
     batch, rows, pos, n_facts = chunk.batch, chunk.rows, chunk.pos, chunk.n_facts
     n_var = len(cfg.prefixes)
     fact = rows // n_var  # (B,) fact index of each variant
+    n_groups = int(group.max()) + 1
     block = adapter.blocks()[adapter.layers[-1]]
     with torch.no_grad(), _at_block(block, rows, pos, None) as seen:
         _run_to_block(model, batch)
     z_base = seen["z"]  # (B, H)
-    # each fact's own scale (RMS element of its residual), so no fact depends on another
-    scale = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2)).sqrt().clamp(min=1e-6)  # (F,)
-    delta, final, steps = _adam_on_residual(model, block, batch, pos, z_base, scale, cfg)
+    # each group's own scale (RMS element of its residuals), so no group depends on another
+    size = torch.zeros(n_groups, device=group.device).index_add(
+        0, group, torch.ones_like(group, dtype=torch.float)
+    )
+    ms = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2))  # (F,)
+    scale = (torch.zeros(n_groups, device=group.device).index_add(0, group, ms) / size).sqrt()
+    delta, final, steps = _adam_on_residual(
+        model, block, batch, pos, z_base, scale.clamp(min=1e-6), group, cfg
+    )  # (G, H), (F,), (G,)
     z_norm = z_base.view(n_facts, n_var, -1).norm(dim=2).mean(1)  # (F,)
-    ratio = delta.norm(dim=1) / z_norm.clamp(min=1e-6)
-    return z_base + delta[fact], final, steps, ratio
+    ratio = delta[group].norm(dim=1) / z_norm.clamp(min=1e-6)
+    return z_base + delta[group[fact]], final, steps[group], ratio
 
 
 def _spread(
@@ -326,52 +381,63 @@ def _adam_on_residual(
     pos: torch.Tensor,
     z_base: torch.Tensor,
     scale: torch.Tensor,
+    group: torch.Tensor,
     cfg: ValueOptConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(δ (F, H), final mean target NLL (F,), steps taken (F,)): δ = scale·θ, by per-fact
-    Adam on NLL + weight_decay·mean(θ²); a fact stops once its NLL is below stop_loss.
+    """(δ (G, H), final mean target NLL (F,), steps taken (G,)): one δ = scale·θ per group
+    of facts (`group` (F,), `scale` (G,)), by per-group Adam on the group's mean NLL +
+    weight_decay·mean(θ²); a group stops once that NLL is below stop_loss.
 
-    Each step runs only the variants of the facts still moving, with no graph below the
-    block δ is added to (grad mode is switched on in its hook)."""
+    Each step runs only the variants of the facts whose group is still moving, with no
+    graph below the block δ is added to (grad mode is switched on in its hook)."""
     device = batch.input_ids.device
-    n_facts = scale.shape[0]
+    n_facts, n_groups = group.shape[0], scale.shape[0]
     n_var = batch.input_ids.shape[0] // n_facts
-    scale = scale.view(-1, 1)  # (F, 1)
+    scale = scale.view(-1, 1)  # (G, 1)
+    size = torch.zeros(n_groups, device=device).index_add(
+        0, group, torch.ones(n_facts, device=device)
+    )  # (G,) facts per group
     hidden = int(z_base.shape[1])
     limit = cfg.max_norm * hidden**0.5  # ‖θ‖ bound: ‖δ‖ in units of the RMS element
-    theta = torch.zeros(n_facts, hidden, device=device)
+    theta = torch.zeros(n_groups, hidden, device=device)
     m, v = torch.zeros_like(theta), torch.zeros_like(theta)
-    active = torch.ones(n_facts, dtype=torch.bool, device=device)
-    steps_taken = torch.zeros(n_facts, dtype=torch.long, device=device)
+    active = torch.ones(n_groups, dtype=torch.bool, device=device)
+    steps_taken = torch.zeros(n_groups, dtype=torch.long, device=device)
     final = torch.zeros(n_facts, device=device)
     variant_rows = torch.arange(n_facts * n_var, device=device).view(n_facts, n_var)
+    local = torch.full((n_groups,), -1, dtype=torch.long, device=device)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     for step in range(cfg.steps + 1):
-        idx = active.nonzero()[:, 0]  # (A,) facts still moving
-        sel = variant_rows[idx].reshape(-1)  # (A·n_var,) their variants
+        gidx = active.nonzero()[:, 0]  # (A,) groups still moving
+        local[gidx] = torch.arange(gidx.shape[0], device=device)
+        fidx = active[group].nonzero()[:, 0]  # (Fa,) their facts
+        owner = local[group[fidx]]  # (Fa,) each such fact's row in gidx
+        sel = variant_rows[fidx].reshape(-1)  # (Fa·n_var,) their variants
         sub = EditBatch(
             batch.input_ids[sel],
             batch.attention_mask[sel],
             batch.labels[sel],
             [batch.target_lengths[i] for i in sel.tolist()],
         )
-        th = theta[idx].detach().requires_grad_(True)  # (A, H)
-        add = (scale[idx] * th).repeat_interleave(n_var, dim=0)  # (A·n_var, H)
+        th = theta[gidx].detach().requires_grad_(True)  # (A, H)
+        add = (scale[gidx] * th)[owner].repeat_interleave(n_var, dim=0)  # (Fa·n_var, H)
         rows = torch.arange(sel.shape[0], device=device)
         with (
             torch.no_grad(),
             torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16),
             _at_block(block, rows, pos[sel], add, enable_grad=True),
         ):
-            nll = target_nll_per_row(model, sub).view(-1, n_var).mean(1)  # (A,)
-            loss = (nll + cfg.weight_decay * th.pow(2).mean(1)).sum()
-        final[idx] = nll.detach()
-        moving = nll.detach() > cfg.stop_loss  # (A,)
-        active[idx] = moving
+            nll = target_nll_per_row(model, sub).view(-1, n_var).mean(1)  # (Fa,)
+            group_nll = torch.zeros(gidx.shape[0], device=device).index_add(0, owner, nll)
+            group_nll = group_nll / size[gidx]  # (A,)
+            loss = (group_nll + cfg.weight_decay * th.pow(2).mean(1)).sum()
+        final[fidx] = nll.detach()
+        moving = group_nll.detach() > cfg.stop_loss  # (A,)
+        active[gidx] = moving
         if step == cfg.steps or not bool(moving.any()):
             break
         (grad,) = torch.autograd.grad(loss, th)
-        j, g = idx[moving], grad[moving]
+        j, g = gidx[moving], grad[moving]
         m[j] = beta1 * m[j] + (1 - beta1) * g
         v[j] = beta2 * v[j] + (1 - beta2) * g.pow(2)
         t = (steps_taken[j] + 1).view(-1, 1).float()

@@ -81,7 +81,8 @@ def run_sequential(
     mode "joint": every edit's rows are kept (computed against the base weights) and one
         least-squares solve over all edits so far is applied to the base weights.  An
         editor that `respreads` (values="optimise") keeps each edit's residual target
-        instead and re-spreads all of them from the base weights at every batch.
+        instead and re-spreads all of them from the base weights at every batch (after
+        re-optimising, as one group, the targets of a subject edited in several batches).
     mode "sequential": each batch's delta is computed on the already edited model and
         added to the current weights.
 
@@ -97,7 +98,9 @@ def run_sequential(
     base = snapshot(loaded.adapter)
     ledger = EditLedger()
     live_reqs: list[EditRequest] = []  # joint mode, re-spreading editor: every edit so far
-    live_z: list[torch.Tensor] = []  # and their residual targets, (n, n_var, H) per batch
+    live_ids: list[str] = []
+    live_z: list[torch.Tensor] = []  # their residual targets, (n_var, H) each
+    live_with: list[tuple[str, ...]] = []  # and the edits each target was found with
     tok = loaded.tokenizer
     device = next(loaded.model.parameters()).device
     history: list[dict[str, Any]] = []
@@ -108,10 +111,15 @@ def run_sequential(
             scored = last or score_at is None or t + 1 in score_at
             if mode == "joint" and getattr(editor, "respreads", False):
                 restore(loaded.adapter, base)  # targets and spread from the base weights
+                ids = [f.id for f in facts_t]
                 live_reqs.extend(reqs)
-                live_z.append(editor.residual_targets(reqs).z.cpu())
+                live_ids.extend(ids)
+                live_z.extend(editor.residual_targets(reqs).z.cpu())
+                live_with.extend(editor.target_groups(reqs, ids))
                 if scored:
-                    rows = editor.joint_rows(live_reqs, torch.cat(live_z))
+                    z, live_with, _ = editor.refresh_targets(live_reqs, live_ids, live_z, live_with)
+                    live_z = list(z)  # subjects edited across batches: one δ each
+                    rows = editor.joint_rows(live_reqs, z)
                     apply_delta(loaded.adapter, editor.solve(rows), base)
             elif mode == "joint":
                 restore(loaded.adapter, base)  # rows against the base weights

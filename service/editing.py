@@ -67,6 +67,8 @@ class StoredEdit:
     rows: dict[str, Any]  # module name -> EditRows of this one edit
     subject: str | None = None
     residual_target: torch.Tensor | None = None  # (n_var, H): re-spreading editors only
+    # the edit ids the residual target was optimised together with (its subject group)
+    target_group: tuple[str, ...] | None = None
 
 
 RESIDUAL_TARGET = "residual_target"  # no "/keys" suffix: never read as a module's rows
@@ -96,6 +98,7 @@ class RowStore:
             "prompt": edit.prompt,
             "target": edit.target,
             "subject": edit.subject,
+            "target_group": list(edit.target_group) if edit.target_group else None,
             "sha256": file_sha256(path),
         }
         (self.root / f"{edit.edit_id}.json").write_text(json.dumps(sidecar))
@@ -125,6 +128,7 @@ class RowStore:
             rows,
             meta.get("subject"),
             flat.get(RESIDUAL_TARGET),
+            tuple(meta["target_group"]) if meta.get("target_group") else None,
         )
         self._cache[edit_id] = edit
         return edit
@@ -162,17 +166,19 @@ class EditBackend:
                 bare,
                 len(requests),
             )
+        targets: list[torch.Tensor | None] = [None] * len(requests)
+        groups: list[tuple[str, ...] | None] = [None] * len(requests)
         if getattr(self.editor, "respreads", False):
             z = self.editor.residual_targets(requests).z.cpu()  # (n, n_var, H)
             rows = self.editor.joint_rows(requests, z)  # this batch alone: kept for fallback
-            targets: list[torch.Tensor | None] = list(z)
+            targets = list(z)
+            groups = list(self.editor.target_groups(requests, [e["edit_id"] for e in edits]))
         else:
             rows = self.editor.compute_rows(requests)
-            targets = [None] * len(requests)
         per_edit = split_rows(rows, len(requests))
         return [
-            StoredEdit(e["edit_id"], e["prompt"], e["target"], r, req.subject, zt)
-            for e, req, r, zt in zip(edits, requests, per_edit, targets, strict=True)
+            StoredEdit(e["edit_id"], e["prompt"], e["target"], r, req.subject, zt, g)
+            for e, req, r, zt, g in zip(edits, requests, per_edit, targets, groups, strict=True)
         ]
 
     def joint(
@@ -237,7 +243,15 @@ class EditBackend:
         requests = [
             EditRequest(edits[i].prompt, edits[i].target, edits[i].subject or None) for i in ids
         ]
-        return dict(self.editor.joint_rows(requests, torch.stack(targets)))  # type: ignore[arg-type]
+        z, groups, redone = self.editor.refresh_targets(
+            requests, ids, targets, [edits[i].target_group for i in ids]
+        )
+        for k in redone:  # a subject's live edits, re-optimised as one group: keep that
+            edits[ids[k]].residual_target, edits[ids[k]].target_group = z[k], groups[k]
+            self.rows.save(edits[ids[k]])
+        if redone:
+            log.info("re-optimised the residual targets of %d edits sharing subjects", len(redone))
+        return dict(self.editor.joint_rows(requests, z))
 
     def sequential(
         self, new: list[StoredEdit], parent: dict[str, torch.Tensor], parent_live: list[str]

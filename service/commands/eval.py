@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _sample(items: list[Any], n: int, seed: int) -> list[Any]:
+def sample_pool(items: list[Any], n: int, seed: int) -> list[Any]:
     return items if len(items) <= n else random.Random(seed).sample(items, n)
 
 
@@ -206,10 +206,10 @@ def evaluate_set(
     nb_prompts = (
         list(dict.fromkeys(attached))
         if attached
-        else _sample(neighbours, args.max_locality, args.seed)
+        else sample_pool(neighbours, args.max_locality, args.seed)
     )
     ordinary_set = prepare_locality(
-        loaded.model, loaded.tokenizer, _sample(ordinary, args.max_locality, args.seed)
+        loaded.model, loaded.tokenizer, sample_pool(ordinary, args.max_locality, args.seed)
     )
     nb_set = prepare_locality(loaded.model, loaded.tokenizer, nb_prompts)
     ns = _ints(args.n)

@@ -16,7 +16,7 @@ from editor_core.editor import EditorConfig, MalmenEditor, NoHyperNetworkError
 from editor_core.encoding import encode_edits
 from editor_core.joint import EditLedger, split_rows
 from editor_core.metrics import token_accuracy
-from editor_core.optimize import ValueOptConfig, _block_output, key_positions
+from editor_core.optimize import ValueOptConfig, _block_output, key_positions, subject_groups
 from tests.editor_core.test_anchors import subject_facts
 from tests.editor_core.test_editor import facts, model_state, tiny_loaded
 
@@ -268,3 +268,40 @@ def test_sequential_joint_sweep_respreads_from_the_base_weights() -> None:
     assert [h["edits"] for h in history] == [4]  # scored (and spread) after batch 2 only
     assert sum(es) > 0  # the edits land, so the comparison means something
     assert history[0]["es_first_batch"] == pytest.approx(sum(es) / len(es))
+
+
+def test_subject_groups_keep_first_appearance_order() -> None:
+    reqs = [
+        EditRequest("A p is", "x", "A"),
+        EditRequest("B p is", "x", "B"),
+        EditRequest("A q is", "y", " A "),  # the same subject, padded
+        EditRequest("no subject", "z"),
+        EditRequest("also none", "z", "  "),
+        EditRequest("B q is", "y", "B"),
+    ]
+    assert subject_groups(reqs) == [[0, 2], [1, 5], [3], [4]]
+
+
+def test_facts_of_one_subject_share_their_residual_change() -> None:
+    """Two facts about one subject key on (nearly) the same vector; one δ is optimised for
+    both, whatever the chunking, and the request order is kept.  Without grouping each
+    fact gets its own δ."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    base = distinct_subject_facts(4, seed=5)
+    s = base[0].subject or ""
+    second = EditRequest(f"Everyone knows that {s} likes", "bread", s)  # same subject
+    reqs = [base[0], base[1], base[2], second, base[3]]
+    cfg = replace(OPT, bf16=False, steps=5)
+    z0 = optimising(loaded, value_opt=replace(cfg, steps=0)).residual_targets(reqs).z
+    grouped = optimising(loaded, value_opt=cfg).residual_targets(reqs)
+    delta = grouped.z - z0  # (5, n_var, H)
+    torch.testing.assert_close(delta[0], delta[3])
+    assert grouped.steps_taken[0] == grouped.steps_taken[3]
+    for i in (1, 2, 4):
+        assert not torch.allclose(delta[0], delta[i], atol=1e-4)
+    small = optimising(loaded, value_opt=replace(cfg, batch_facts=2)).residual_targets(reqs)
+    torch.testing.assert_close(small.z, grouped.z, rtol=1e-4, atol=1e-4)
+    alone = optimising(loaded, value_opt=replace(cfg, group_subjects=False)).residual_targets(reqs)
+    d_alone = alone.z - z0
+    assert not torch.allclose(d_alone[0], d_alone[3], atol=1e-4)
+    torch.testing.assert_close(d_alone[1], delta[1], rtol=1e-4, atol=1e-4)  # singletons agree

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,57 @@ def test_joint_versions_respread_every_live_edit(tmp_path: Path) -> None:
     first[0].residual_target = None
     _, _, m4 = backend.joint([], first, set())
     assert m4["respread"] is False
+
+
+def test_a_subject_edited_in_two_batches_gets_one_residual_change(tmp_path: Path) -> None:
+    """Edits naming one subject share their δ (optimize.py): arriving in different batches,
+    they are re-optimised as one group at the joint version (and stored so); withdrawing
+    one re-optimises the other alone.  Each version equals editing its live edits at once."""
+    import torch
+
+    from editor_core import EditRequest
+    from editor_core.apply import new_weights
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import tiny_loaded
+    from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    editor = optimising(loaded, value_opt=replace(OPT, bf16=False))  # batch-independent
+    backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
+    a, b = distinct_subject_facts(2, seed=8)
+    s = a.subject or ""
+    c = EditRequest(f"Everyone knows that {s} likes", "bread", s)  # a's subject again
+    edits = [
+        {"edit_id": eid, "prompt": r.prompt, "target": r.target, "subject": r.subject or ""}
+        for eid, r in (("a", a), ("b", b), ("c", c))
+    ]
+
+    def version_at_once(reqs: list[EditRequest]) -> dict[str, torch.Tensor]:
+        z = editor.residual_targets(reqs).z
+        return new_weights(
+            loaded.adapter, editor.solve(editor.joint_rows(reqs, z)), backend.base_masters
+        )
+
+    first = backend.compute(edits[:2])
+    assert [e.target_group for e in first] == [("a",), ("b",)]
+    for e in first:
+        backend.rows.save(e)
+    _, live, _ = backend.joint([], first, set())
+    second = backend.compute(edits[2:])
+    assert second[0].target_group == ("c",)  # alone in its batch
+    backend.rows.save(second[0])
+    tensors, live, _ = backend.joint(live, second, set())
+    assert live == ["a", "b", "c"]
+    for n, t in version_at_once([a, b, c]).items():
+        torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
+    on_disk = RowStore(tmp_path / "edits")
+    assert on_disk.load("a").target_group == ("a", "c") == on_disk.load("c").target_group
+    assert on_disk.load("b").target_group == ("b",)
+    together = editor.residual_targets([a, c]).z
+    torch.testing.assert_close(on_disk.load("a").residual_target, together[0])
+
+    tensors, live, _ = backend.joint(live, [], {"c"})  # a alone again
+    assert live == ["a", "b"]
+    assert backend.rows.load("a").target_group == ("a",)
+    for n, t in version_at_once([a, b]).items():
+        torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)

@@ -1,0 +1,169 @@
+"""The preservation prior's weight μ against the number of simultaneous edits N, for the
+value-optimising editor (malmen-opt), at a fraction of `factpatch eval`'s cost.
+
+malmen-opt's residual targets (optimize.py: per-fact Adam at the subject's last token) do
+not depend on μ; only the spread over the edited layers and the solve do.  So the targets
+of the N facts are computed once (and cached on disk, so an interrupted sweep resumes),
+and each μ costs one spread, one solve and one scoring pass.  The facts are the ones
+`factpatch eval --n N --seed S` draws, the locality prompts the ones it scores, so a row
+at the checkpoint's own μ reproduces `factpatch eval`'s row for malmen-opt.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/mu_sweep.py \\
+        --editor editor_core/checkpoints/smollm2-135m-instruct-optimise \\
+        --facts data/facts/val.jsonl --locality data/facts/locality_val.jsonl \\
+        --neighborhood data/facts/neighborhood_val.jsonl \\
+        --n 256 --mu 3000,12000,48000 --out out/mu_sweep
+
+Writes `rows.jsonl` (one line per (N, μ), appended as each finishes; rows already there are
+skipped on a rerun) and `table.md` in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from editor_core.apply import apply_delta, restore, snapshot
+from editor_core.checkpoint import checkpoint_layers
+from editor_core.config import ModelSpec
+from editor_core.data import read_facts, read_locality
+from editor_core.editor import MalmenEditor
+from editor_core.evaluate import (
+    neighbourhood_of,
+    prepare_locality,
+    requests_of,
+    sample_facts,
+    score_edited,
+)
+from editor_core.loading import load_model
+from service.commands.eval import MAX_LOCALITY, sample_pool
+
+log = logging.getLogger("mu_sweep")
+METRICS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood")
+
+
+def cached_targets(editor: MalmenEditor, facts: list[Any], path: Path) -> torch.Tensor:
+    """Residual targets (F, n_var, H) of `facts`, from `path` when it holds these facts."""
+    ids = [f.id for f in facts]
+    if path.exists():
+        blob = load_file(str(path))
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        if meta["ids"] == ids:
+            log.info("residual targets of %d facts from %s", len(ids), path)
+            return blob["z"]
+    t0 = time.perf_counter()
+    z = editor.residual_targets(requests_of(facts), progress=True).z.cpu().contiguous()
+    save_file({"z": z}, str(path))
+    meta = {"ids": ids, "seconds": time.perf_counter() - t0}
+    path.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    return z
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--editor", type=Path, required=True, help="a values=optimise checkpoint")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--facts", type=Path, required=True)
+    p.add_argument("--locality", type=Path, required=True)
+    p.add_argument("--neighborhood", type=Path, required=True)
+    p.add_argument("--n", default="256", help="edit counts, e.g. 256,1024")
+    p.add_argument("--mu", required=True, help="μ values, e.g. 3000,12000")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--per-fact",
+        action="store_true",
+        help="one residual change per fact, as before subject grouping (value_opt.group_subjects)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows_path = args.out / "rows.jsonl"
+    done = set()
+    if rows_path.exists():
+        for line in rows_path.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            done.add((r["n"], r["mu"], r.get("targets", "per-fact")))
+
+    loaded = load_model(
+        ModelSpec(source=args.model, layers=checkpoint_layers(args.editor)), args.data_dir
+    )
+    editor = MalmenEditor.from_checkpoint(args.editor, loaded)
+    if args.per_fact:
+        vo = replace(editor.config.value_opt, group_subjects=False)
+        editor.config = replace(editor.config, value_opt=vo)
+    if editor.config.values != "optimise":
+        raise SystemExit(
+            f"{args.editor} does not optimise its values (values={editor.config.values})"
+        )
+    facts = read_facts(args.facts)
+    ordinary = prepare_locality(
+        loaded.model,
+        loaded.tokenizer,
+        sample_pool(read_locality(args.locality), MAX_LOCALITY, args.seed),
+    )
+    attached = list(dict.fromkeys(p for f in facts for p in f.neighborhood))
+    pool = attached or sample_pool(read_locality(args.neighborhood), MAX_LOCALITY, args.seed)
+    neighbours = prepare_locality(loaded.model, loaded.tokenizer, pool)
+    base = snapshot(loaded.adapter)
+    base_cfg = editor.config
+
+    for n in [int(x) for x in args.n.split(",") if x.strip()]:
+        chosen = sample_facts(facts, n, args.seed)
+        if chosen is None:
+            raise SystemExit(f"N={n} exceeds the {len(facts)} facts in {args.facts}")
+        tag = "grouped" if editor.config.value_opt.group_subjects else "per-fact"
+        z = cached_targets(
+            editor, chosen, args.out / f"targets_n{n}_seed{args.seed}_{tag}.safetensors"
+        )
+        reqs = requests_of(chosen)
+        nb = neighbourhood_of(chosen, neighbours)
+        for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
+            if (n, mu, tag) in done:
+                log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
+                continue
+            editor.config = replace(base_cfg, preserve=mu)
+            t0 = time.perf_counter()
+            try:
+                rows = editor.joint_rows(reqs, z, progress=True)
+                apply_delta(loaded.adapter, editor.solve(rows), base)
+                spread_s = time.perf_counter() - t0
+                scores = score_edited(loaded, chosen, ordinary, nb)
+            finally:
+                restore(loaded.adapter, base)
+            row = {"n": n, "mu": mu, "targets": tag, **scores, "spread_seconds": spread_s}
+            log.info("N=%d μ=%g: %s", n, mu, {k: round(row[k], 3) for k in METRICS})
+            with rows_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+    write_table(rows_path, args.out / "table.md")
+    return 0
+
+
+def write_table(rows_path: Path, out: Path) -> None:
+    rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
+    rows.sort(key=lambda r: (r["n"], r.get("targets", "per-fact"), r["mu"]))
+    head = "| N | targets | μ | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) | spread s |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        m4 = sum(r[k] for k in ("es", "gs", "ls_ordinary", "ls_neighborhood")) / 4
+        vals = " | ".join(f"{r[k]:.3f}" for k in METRICS)
+        tag = r.get("targets", "per-fact")
+        lines.append(
+            f"| {r['n']} | {tag} | {r['mu']:g} | {vals} | {m4:.3f} | {r['spread_seconds']:.0f} |"
+        )
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
