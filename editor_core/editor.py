@@ -335,17 +335,18 @@ class MalmenEditor:
         self, requests: Sequence[EditRequest], progress: bool = False
     ) -> dict[str, EditRows]:
         """Edit rows (hyper-network or optimised value differences), then anchor rows."""
-        edit_rows = (
-            self.optimised_rows(requests, progress)
-            if self.config.values == "optimise"
-            else self.hypernet_rows(requests)
-        )
-        return self._with_anchors(requests, edit_rows)
+        if self.config.values == "optimise":
+            return self.joint_rows(requests, self.residual_targets(requests, progress).z, progress)
+        return self._with_anchors(requests, self.hypernet_rows(requests))
 
     def _with_anchors(
-        self, requests: Sequence[EditRequest], edit_rows: dict[str, EditRows]
+        self,
+        requests: Sequence[EditRequest],
+        edit_rows: dict[str, EditRows],
+        anchored: dict[str, EditRows] | None = None,
     ) -> dict[str, EditRows]:
-        anchored = self.anchor_rows(requests)
+        if anchored is None:
+            anchored = self.anchor_rows(requests)
         return {
             n: EditRows(
                 torch.cat([r.keys, anchored[n].keys]),
@@ -360,14 +361,6 @@ class MalmenEditor:
         with torch.no_grad():
             return {n: EditRows(c.keys, self.value_diffs(n, c), c.owner) for n, c in cached.items()}
 
-    def optimised_rows(
-        self, requests: Sequence[EditRequest], progress: bool = False
-    ) -> dict[str, EditRows]:
-        """One row per fact and module: subject-token key, optimised value difference
-        (`residual_targets`, then `spread_rows` over all `requests`)."""
-        targets = self.residual_targets(requests, progress)
-        return self.spread_rows(requests, targets.z, progress)
-
     def residual_targets(
         self, requests: Sequence[EditRequest], progress: bool = False
     ) -> ResidualTargets:
@@ -378,15 +371,23 @@ class MalmenEditor:
         )
 
     def spread_rows(
-        self, requests: Sequence[EditRequest], z: torch.Tensor, progress: bool = False
+        self,
+        requests: Sequence[EditRequest],
+        z: torch.Tensor,
+        progress: bool = False,
+        anchored: dict[str, EditRows] | None = None,
     ) -> dict[str, EditRows]:
         """Rows of `requests` from their residual targets `z` (F, n_var, H), spread over the
         edited layers from the weights the model holds now.  The spread solves each layer
-        with this editor's own λ and prior, so `solve(rows)` reproduces its shifts."""
+        with this editor's own λ and prior, and with the `anchored` rows (anchor_rows) when
+        given, so `solve(rows + anchored)` reproduces its shifts."""
         lams, priors = self.lambdas(), self.priors()
         dtype, cfg = self.config.solve_dtype, self.config
 
         def solve(name: str, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+            if anchored is not None and anchored[name].keys.shape[0]:
+                keys = torch.cat([keys, anchored[name].keys])
+                values = torch.cat([values, anchored[name].values])
             return ridge_solve(keys, values, lams[name], dtype, prior=priors[name])
 
         keys, values = spread_rows(
@@ -452,8 +453,12 @@ class MalmenEditor:
         self, requests: Sequence[EditRequest], z: torch.Tensor, progress: bool = False
     ) -> dict[str, EditRows]:
         """All live edits' rows for one joint solve, re-spread from the weights the model
-        holds now (the base weights, in joint mode), plus their anchor rows."""
-        return self._with_anchors(requests, self.spread_rows(requests, z, progress))
+        holds now (the base weights, in joint mode), plus their anchor rows: zero-value
+        rows at other names put in each subject's place, which every layer of the spread
+        solves with, so the edit keeps off the names it does not name."""
+        anchored = self.anchor_rows(requests)
+        rows = self.spread_rows(requests, z, progress, anchored)
+        return self._with_anchors(requests, rows, anchored)
 
     def solve(self, rows: dict[str, EditRows]) -> dict[str, torch.Tensor]:
         lams, priors = self.lambdas(), self.priors()

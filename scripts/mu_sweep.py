@@ -44,6 +44,7 @@ from editor_core.evaluate import (
     score_edited,
 )
 from editor_core.loading import load_model
+from editor_core.metrics import token_accuracy
 from service.commands.eval import MAX_LOCALITY, sample_pool
 
 log = logging.getLogger("mu_sweep")
@@ -79,6 +80,15 @@ def main() -> int:
     p.add_argument("--mu", required=True, help="μ values, e.g. 3000,12000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--first",
+        type=int,
+        default=64,
+        help="also score ES of the first K drawn facts: with K = 64 and N = 16·64 this is the "
+        "joint-mode criterion (the first batch after 16 re-spread batches is this edit)",
+    )
+    p.add_argument("--anchors", type=int, default=None, help="subject anchors per edit")
+    p.add_argument("--anchor-weight", type=float, default=None, help="weight ν of anchor rows")
+    p.add_argument(
         "--per-fact",
         action="store_true",
         help="one residual change per fact, as before subject grouping (value_opt.group_subjects)",
@@ -93,12 +103,22 @@ def main() -> int:
     if rows_path.exists():
         for line in rows_path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            done.add((r["n"], r["mu"], r.get("targets", "per-fact")))
+            done.add(
+                (
+                    r["n"],
+                    r["mu"],
+                    r.get("targets", "per-fact"),
+                    r.get("anchors", 0),
+                    r.get("anchor_weight", 1.0),
+                )
+            )
 
     loaded = load_model(
         ModelSpec(source=args.model, layers=checkpoint_layers(args.editor)), args.data_dir
     )
     editor = MalmenEditor.from_checkpoint(args.editor, loaded)
+    knobs = {"anchors": args.anchors, "anchor_weight": args.anchor_weight}
+    editor.config = replace(editor.config, **{k: v for k, v in knobs.items() if v is not None})
     if args.per_fact:
         vo = replace(editor.config.value_opt, group_subjects=False)
         editor.config = replace(editor.config, value_opt=vo)
@@ -129,7 +149,7 @@ def main() -> int:
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
-            if (n, mu, tag) in done:
+            if (n, mu, tag, editor.config.anchors, editor.config.anchor_weight) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
                 continue
             editor.config = replace(base_cfg, preserve=mu)
@@ -139,9 +159,19 @@ def main() -> int:
                 apply_delta(loaded.adapter, editor.solve(rows), base)
                 spread_s = time.perf_counter() - t0
                 scores = score_edited(loaded, chosen, ordinary, nb)
+                first = token_accuracy(loaded.model, loaded.tokenizer, reqs[: args.first])
+                scores[f"es_first_{args.first}"] = sum(first) / len(first)
             finally:
                 restore(loaded.adapter, base)
-            row = {"n": n, "mu": mu, "targets": tag, **scores, "spread_seconds": spread_s}
+            row = {
+                "n": n,
+                "mu": mu,
+                "targets": tag,
+                "anchors": editor.config.anchors,
+                "anchor_weight": editor.config.anchor_weight,
+                **scores,
+                "spread_seconds": spread_s,
+            }
             log.info("N=%d μ=%g: %s", n, mu, {k: round(row[k], 3) for k in METRICS})
             with rows_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -151,15 +181,20 @@ def main() -> int:
 
 def write_table(rows_path: Path, out: Path) -> None:
     rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
-    rows.sort(key=lambda r: (r["n"], r.get("targets", "per-fact"), r["mu"]))
-    head = "| N | targets | μ | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) | spread s |"
-    lines = [head, "|" + "---|" * 10]
+    rows.sort(key=lambda r: (r["n"], r.get("targets", "per-fact"), r["mu"], r.get("anchors", 0)))
+    head = "| N | targets | μ | anchors (ν) | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) "
+    lines = [head + "| ES of the first K | spread s |", "|" + "---|" * 12]
     for r in rows:
         m4 = sum(r[k] for k in ("es", "gs", "ls_ordinary", "ls_neighborhood")) / 4
         vals = " | ".join(f"{r[k]:.3f}" for k in METRICS)
+        first = next(
+            (f"{v:.3f} (K={k[9:]})" for k, v in r.items() if k.startswith("es_first_")), "–"
+        )
         tag = r.get("targets", "per-fact")
+        anch = f"{r['anchors']} ({r['anchor_weight']:g})" if r.get("anchors") else "0"
         lines.append(
-            f"| {r['n']} | {tag} | {r['mu']:g} | {vals} | {m4:.3f} | {r['spread_seconds']:.0f} |"
+            f"| {r['n']} | {tag} | {r['mu']:g} | {anch} | {vals} | {m4:.3f} | {first} "
+            f"| {r['spread_seconds']:.0f} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

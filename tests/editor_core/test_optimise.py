@@ -305,3 +305,28 @@ def test_facts_of_one_subject_share_their_residual_change() -> None:
     d_alone = alone.z - z0
     assert not torch.allclose(d_alone[0], d_alone[3], atol=1e-4)
     torch.testing.assert_close(d_alone[1], delta[1], rtol=1e-4, atol=1e-4)  # singletons agree
+
+
+def test_anchors_join_every_layer_of_the_spread() -> None:
+    """Anchor rows (other names in the subject's place, value 0) take part in each layer's
+    solve of the spread, not only in the final one: what the upper layer is asked for
+    sees them, and the shifts move the anchors' keys less."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(3, seed=6)
+    plain = optimising(loaded, value_opt=replace(OPT, bf16=False))
+    anchored = optimising(loaded, value_opt=replace(OPT, bf16=False), anchors=4, anchor_weight=10.0)
+    z = plain.residual_targets(reqs).z
+    rows = anchored.joint_rows(reqs, z)
+    a_rows = anchored.anchor_rows(reqs)
+    lo = loaded.adapter.names[0]
+    assert rows[lo].keys.shape[0] == len(reqs) + a_rows[lo].keys.shape[0] > len(reqs)
+    # the spread saw the anchors: the upper layer is asked for what the anchored lower
+    # layer's shift left missing, not what an unanchored one would have
+    hi = loaded.adapter.names[-1]
+    unanchored_spread = anchored.spread_rows(reqs, z)
+    torch.testing.assert_close(unanchored_spread[lo].values, rows[lo].values[: len(reqs)])
+    assert not torch.allclose(unanchored_spread[hi].values, rows[hi].values[: len(reqs)], atol=1e-4)
+    with_a, without = anchored.solve(rows), plain.solve(plain.joint_rows(reqs, z))
+    for n in loaded.adapter.names:
+        k = a_rows[n].keys
+        assert (k @ with_a[n]).norm() < 0.5 * (k @ without[n]).norm(), n
