@@ -210,7 +210,7 @@ class EditBackend:
         live_edits.update({i: self.rows.load(i) for i in ids if i not in live_edits})
         respread = self._respread(ids, live_edits)
         if respread is not None:
-            shifts = self.editor.solve(respread)
+            shifts = self.editor.solve(respread[0])
         else:
             shifts = ledger.solve(
                 self.editor.lambdas(), self.editor.config.solve_dtype, self.editor.priors()
@@ -219,17 +219,21 @@ class EditBackend:
         metrics = {
             "n_live": len(ids),
             "respread": respread is not None,
+            "targets_reoptimised": respread[1] if respread is not None else 0,
             "superseded": superseded,
             "solve_s": round(time.perf_counter() - t0, 4),
             "shift_norms": {n: round(float(s.float().norm()), 6) for n, s in shifts.items()},
         }
         return tensors, ids, metrics
 
-    def _respread(self, ids: list[str], edits: dict[str, StoredEdit]) -> dict[str, Any] | None:
-        """Rows of every live edit re-spread from the base weights (the worker's model holds
-        them in joint mode), or None when the editor does not re-spread or an edit has no
-        residual target of this editor's shape (stored by another editor configuration):
-        then the stored rows are summed instead."""
+    def _respread(
+        self, ids: list[str], edits: dict[str, StoredEdit]
+    ) -> tuple[dict[str, Any], int] | None:
+        """(rows of every live edit re-spread from the base weights — the worker's model
+        holds them in joint mode —, how many residual targets were re-optimised because a
+        subject's live edits had not been optimised together), or None when the editor does
+        not re-spread or an edit has no residual target of this editor's shape (stored by
+        another editor configuration): then the stored rows are summed instead."""
         from editor_core.encoding import EditRequest
 
         if not getattr(self.editor, "respreads", False):
@@ -251,7 +255,7 @@ class EditBackend:
             self.rows.save(edits[ids[k]])
         if redone:
             log.info("re-optimised the residual targets of %d edits sharing subjects", len(redone))
-        return dict(self.editor.joint_rows(requests, z))
+        return dict(self.editor.joint_rows(requests, z)), len(redone)
 
     def sequential(
         self, new: list[StoredEdit], parent: dict[str, torch.Tensor], parent_live: list[str]

@@ -136,8 +136,8 @@ def test_a_subject_edited_in_two_batches_gets_one_residual_change(tmp_path: Path
     second = backend.compute(edits[2:])
     assert second[0].target_group == ("c",)  # alone in its batch
     backend.rows.save(second[0])
-    tensors, live, _ = backend.joint(live, second, set())
-    assert live == ["a", "b", "c"]
+    tensors, live, m = backend.joint(live, second, set())
+    assert live == ["a", "b", "c"] and m["targets_reoptimised"] == 2
     for n, t in version_at_once([a, b, c]).items():
         torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
     on_disk = RowStore(tmp_path / "edits")
@@ -146,8 +146,8 @@ def test_a_subject_edited_in_two_batches_gets_one_residual_change(tmp_path: Path
     together = editor.residual_targets([a, c]).z
     torch.testing.assert_close(on_disk.load("a").residual_target, together[0])
 
-    tensors, live, _ = backend.joint(live, [], {"c"})  # a alone again
-    assert live == ["a", "b"]
+    tensors, live, m = backend.joint(live, [], {"c"})  # a alone again
+    assert live == ["a", "b"] and m["targets_reoptimised"] == 1
     assert backend.rows.load("a").target_group == ("a",)
     for n, t in version_at_once([a, b]).items():
         torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
