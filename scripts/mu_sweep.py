@@ -14,8 +14,10 @@ at the checkpoint's own μ reproduces `factpatch eval`'s row for malmen-opt.
         --neighborhood data/facts/neighborhood_val.jsonl \\
         --n 256 --mu 3000,12000,48000 --out out/mu_sweep
 
-Writes `rows.jsonl` (one line per (N, μ), appended as each finishes; rows already there are
-skipped on a rerun) and `table.md` in --out.
+Writes `rows.jsonl` (one line per (N, μ, variant), appended as each finishes; rows already
+there are skipped on a rerun), `table.md` and `frontier.png` (ES against LS by μ) in --out.
+`--anchors K --anchor-weight ν` adds subject anchors; `--per-fact` turns off subject
+grouping (`value_opt.group_subjects`).
 """
 
 from __future__ import annotations
@@ -70,14 +72,14 @@ def cached_targets(editor: MalmenEditor, facts: list[Any], path: Path) -> torch.
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--editor", type=Path, required=True, help="a values=optimise checkpoint")
+    p.add_argument("--editor", type=Path, help="a values=optimise checkpoint")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--facts", type=Path, required=True)
-    p.add_argument("--locality", type=Path, required=True)
-    p.add_argument("--neighborhood", type=Path, required=True)
+    p.add_argument("--facts", type=Path)
+    p.add_argument("--locality", type=Path)
+    p.add_argument("--neighborhood", type=Path)
     p.add_argument("--n", default="256", help="edit counts, e.g. 256,1024")
-    p.add_argument("--mu", required=True, help="μ values, e.g. 3000,12000")
+    p.add_argument("--mu", help="μ values, e.g. 3000,12000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--first",
@@ -94,11 +96,21 @@ def main() -> int:
         help="one residual change per fact, as before subject grouping (value_opt.group_subjects)",
     )
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--report-only", action="store_true", help="redraw table.md and frontier.png")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     args.out.mkdir(parents=True, exist_ok=True)
     rows_path = args.out / "rows.jsonl"
+    if args.report_only:
+        write_table(rows_path, args.out / "table.md")
+        write_plot(rows_path, args.out / "frontier.png")
+        return 0
+    missing = [
+        a for a in ("editor", "facts", "locality", "neighborhood", "mu") if not getattr(args, a)
+    ]
+    if missing:
+        p.error("the following arguments are required: " + ", ".join(f"--{a}" for a in missing))
     done = set()
     if rows_path.exists():
         for line in rows_path.read_text(encoding="utf-8").splitlines():
@@ -176,7 +188,53 @@ def main() -> int:
             with rows_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
     write_table(rows_path, args.out / "table.md")
+    write_plot(rows_path, args.out / "frontier.png")
     return 0
+
+
+def _label(r: dict[str, Any]) -> str:
+    anch = f", {r['anchors']} anchors ν={r['anchor_weight']:g}" if r.get("anchors") else ""
+    return f"{r.get('targets', 'per-fact')}{anch}"
+
+
+def write_plot(rows_path: Path, out: Path) -> None:
+    """ES against LS (ordinary, neighbourhood), one line per (N, variant) through its μ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    lines: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        lines.setdefault((r["n"], _label(r)), []).append(r)
+    for ax, metric, name in zip(
+        axes, ("ls_ordinary", "ls_neighborhood"), ("LS ordinary", "LS neighbourhood"), strict=True
+    ):
+        for (n, label), rs in sorted(lines.items()):
+            rs = sorted(rs, key=lambda r: r["mu"])
+            ax.plot(
+                [r[metric] for r in rs], [r["es"] for r in rs], marker="o", label=f"N={n}, {label}"
+            )
+            for r in rs:
+                ax.annotate(
+                    f"μ={r['mu']:g}",
+                    (r[metric], r["es"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.set_xlabel(name)
+        ax.set_xlim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("ES")
+    axes[0].set_ylim(0, 1.02)
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("malmen-opt: edit success against locality, by μ (validation)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def write_table(rows_path: Path, out: Path) -> None:
