@@ -54,6 +54,8 @@ def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> 
         if any(h.get(m) is not None for hist in sequential.values() for h in hist)
     ) or ("es_first_batch",)  # only the metrics that were scored (--sequential-full-every)
     fig, axes = _grid(len(metrics))
+    if len(sequential) > 3:  # room for the legend beside the axes
+        fig.set_size_inches(3.2 * len(metrics) + 3.6, 3.4)
     for ax, metric in zip(axes, metrics, strict=True):
         for run, history in sequential.items():
             pts = [(h["edits"], h[metric]) for h in history if h.get(metric) is not None]
@@ -62,7 +64,10 @@ def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> 
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("edits so far")
         ax.set_title(LABELS[metric])
-    axes[0].legend(fontsize=8)
+    if len(sequential) > 3:
+        axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    else:
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
