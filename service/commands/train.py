@@ -83,6 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=3000,
         help="ordinary prompts (true facts, neighbourhood) for E[kkᵀ]",
     )
+    p.add_argument(
+        "--prior-locality",
+        type=Path,
+        default=None,
+        help="also estimate E[kkᵀ] over up to --prior-prompts prompts of this locality JSONL "
+        "(a training split's ordinary text, e.g. data/facts/locality_train.jsonl)",
+    )
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this")
     p.add_argument("--ckpt-every", type=int, default=20)
     p.add_argument(
@@ -135,6 +142,26 @@ def prior_corpus(path: Path, n: int, seed: int) -> list:
     return pairs[:n]
 
 
+def locality_corpus(path: Path, n: int, seed: int) -> list:
+    """Up to n ordinary prompts of a locality JSONL as prompt/continuation pairs: its answer
+    where it has one, else its own last word (the prior reads every token's key, so how a
+    text is split into prompt and target does not matter)."""
+    import random
+
+    from editor_core.data import read_locality
+    from editor_core.encoding import EditRequest
+
+    pairs = []
+    for loc in read_locality(path):
+        if loc.answer:
+            pairs.append(EditRequest(loc.prompt, loc.answer))
+        elif " " in loc.prompt.strip():
+            head, last = loc.prompt.strip().rsplit(" ", 1)
+            pairs.append(EditRequest(head, last))
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n]
+
+
 def estimate_prior(
     loaded: Any, args: argparse.Namespace, subject: bool, rank: int, tail: bool
 ) -> Any:
@@ -143,6 +170,8 @@ def estimate_prior(
     from editor_core.preserve import key_second_moment, low_rank_prior
 
     corpus = prior_corpus(args.data, args.prior_prompts, args.seed)
+    if getattr(args, "prior_locality", None) is not None:
+        corpus += locality_corpus(args.prior_locality, args.prior_prompts, args.seed)
     moments = key_second_moment(
         loaded.adapter, loaded.tokenizer, corpus, progress=True, all_positions=subject
     )

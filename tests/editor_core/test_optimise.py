@@ -330,3 +330,23 @@ def test_anchors_join_every_layer_of_the_spread() -> None:
     for n in loaded.adapter.names:
         k = a_rows[n].keys
         assert (k @ with_a[n]).norm() < 0.5 * (k @ without[n]).norm(), n
+
+
+def test_prior_locality_pairs_split_free_text_at_its_last_word(tmp_path: Path) -> None:
+    """--prior-locality adds a locality file's ordinary text to the prior's corpus: prompts
+    with an answer keep it, free prompts are split at their last word (every token's key is
+    read either way), one-word prompts are skipped."""
+    import json
+
+    from service.commands.train import locality_corpus
+
+    path = tmp_path / "loc.jsonl"
+    rows = [
+        {"prompt": "Bryan opened the letter and"},
+        {"prompt": "The opposite of fast is", "answer": "slow"},
+        {"prompt": "Hello"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pairs = sorted((r.prompt, r.target) for r in locality_corpus(path, 10, seed=0))
+    assert pairs == [("Bryan opened the letter", "and"), ("The opposite of fast is", "slow")]
+    assert len(locality_corpus(path, 1, seed=0)) == 1
