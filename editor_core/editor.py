@@ -439,15 +439,14 @@ class MalmenEditor:
         the model holds now — the base weights, in joint mode.  Returns (targets (F, n_var,
         H) in request order, each edit's group now, the indices re-optimised)."""
         want = self.target_groups(requests, ids)
-        had = [fw if fw is not None else (ids[i],) for i, fw in enumerate(found_with)]
-        changed = {ids[i] for i in range(len(requests)) if tuple(had[i]) != want[i]}
+        changed = {ids[i] for i, fw in enumerate(found_with) if tuple(fw or (ids[i],)) != want[i]}
         stale = [i for i in range(len(requests)) if changed.intersection(want[i])]  # whole groups
-        out = list(z)
+        out = [t.cpu() for t in z]
         if stale:
             fresh = self.residual_targets([requests[i] for i in stale], progress).z.cpu()
             for k, i in enumerate(stale):
-                out[i] = fresh[k].to(out[i].dtype) if out[i] is not None else fresh[k]
-        return torch.stack([t.cpu() for t in out]), want, stale
+                out[i] = fresh[k]
+        return torch.stack(out), want, stale
 
     def joint_rows(
         self, requests: Sequence[EditRequest], z: torch.Tensor, progress: bool = False

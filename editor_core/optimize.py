@@ -327,13 +327,11 @@ def _residual_targets(
         _run_to_block(model, batch)
     z_base = seen["z"]  # (B, H)
     # each group's own scale (RMS element of its residuals), so no group depends on another
-    size = torch.zeros(n_groups, device=group.device).index_add(
-        0, group, torch.ones_like(group, dtype=torch.float)
-    )
+    size = torch.bincount(group, minlength=n_groups).float()  # (G,) facts per group
     ms = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2))  # (F,)
     scale = (torch.zeros(n_groups, device=group.device).index_add(0, group, ms) / size).sqrt()
     delta, final, steps = _adam_on_residual(
-        model, block, batch, pos, z_base, scale.clamp(min=1e-6), group, cfg
+        model, block, batch, pos, z_base, scale.clamp(min=1e-6), group, size, cfg
     )  # (G, H), (F,), (G,)
     z_norm = z_base.view(n_facts, n_var, -1).norm(dim=2).mean(1)  # (F,)
     ratio = delta[group].norm(dim=1) / z_norm.clamp(min=1e-6)
@@ -382,10 +380,11 @@ def _adam_on_residual(
     z_base: torch.Tensor,
     scale: torch.Tensor,
     group: torch.Tensor,
+    size: torch.Tensor,
     cfg: ValueOptConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(δ (G, H), final mean target NLL (F,), steps taken (G,)): one δ = scale·θ per group
-    of facts (`group` (F,), `scale` (G,)), by per-group Adam on the group's mean NLL +
+    of facts (`group` (F,), `scale` and `size` (G,)), by per-group Adam on the group's mean NLL +
     weight_decay·mean(θ²); a group stops once that NLL is below stop_loss.
 
     Each step runs only the variants of the facts whose group is still moving, with no
@@ -394,9 +393,6 @@ def _adam_on_residual(
     n_facts, n_groups = group.shape[0], scale.shape[0]
     n_var = batch.input_ids.shape[0] // n_facts
     scale = scale.view(-1, 1)  # (G, 1)
-    size = torch.zeros(n_groups, device=device).index_add(
-        0, group, torch.ones(n_facts, device=device)
-    )  # (G,) facts per group
     hidden = int(z_base.shape[1])
     limit = cfg.max_norm * hidden**0.5  # ‖θ‖ bound: ‖δ‖ in units of the RMS element
     theta = torch.zeros(n_groups, hidden, device=device)

@@ -76,7 +76,8 @@ class Worker:
     # -- loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s started (%s mode)", self.consumer, self.s.edit_mode)
-        if self.s.edit_mode == "sequential" and getattr(self.backend.editor, "respreads", False):
+        values = getattr(getattr(self.backend.editor, "config", None), "values", None)
+        if self.s.edit_mode == "sequential" and values == "optimise":
             log.warning(
                 "sequential mode with the value-optimising editor: each batch is edited on "
                 "top of the last and the model degrades fast (first batch of 64: ES 0.98 -> "

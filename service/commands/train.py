@@ -170,7 +170,7 @@ def estimate_prior(
     from editor_core.preserve import key_second_moment, low_rank_prior
 
     corpus = prior_corpus(args.data, args.prior_prompts, args.seed)
-    if getattr(args, "prior_locality", None) is not None:
+    if args.prior_locality is not None:
         corpus += locality_corpus(args.prior_locality, args.prior_prompts, args.seed)
     moments = key_second_moment(
         loaded.adapter, loaded.tokenizer, corpus, progress=True, all_positions=subject
