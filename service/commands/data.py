@@ -3,6 +3,7 @@
 factpatch data generate --out data/facts [--seed 0] [--train 20000 --val 1000 --test 2000]
 factpatch data convert --format zsre|counterfact IN --out facts.jsonl [--locality-out L]
 factpatch data check FILE [--locality]
+factpatch data sample-text --model M --out F [--n 2000]   (the model's own prose, for a prior)
 """
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("file", type=Path)
     k.add_argument("--locality", action="store_true")
     k.set_defaults(func=run_check)
+
+    t = dsub.add_parser(
+        "sample-text",
+        help="ordinary text written by the model itself (locality JSONL), for --prior-locality",
+    )
+    t.add_argument("--model", default="smollm2-135m-instruct")
+    t.add_argument("--data-dir", type=Path, default=None)
+    t.add_argument("--out", type=Path, required=True, help="locality JSONL to write")
+    t.add_argument("--n", type=int, default=2000, help="passages to sample")
+    t.add_argument("--tokens", type=int, default=96, help="new tokens per passage")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=run_sample_text)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -82,6 +97,30 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"invalid: {exc}")
         return 1
     print(f"{args.file}: {n} valid lines")
+    return 0
+
+
+def run_sample_text(args: argparse.Namespace) -> int:
+    from editor_core.config import ModelSpec
+    from editor_core.data.formats import write_locality
+    from editor_core.data.model_text import sample_text
+    from editor_core.loading import load_model
+    from service.commands.train import data_dir_for
+
+    loaded = load_model(
+        ModelSpec(source=args.model, device=args.device), data_dir_for(args.model, args.data_dir)
+    )
+    texts = sample_text(
+        loaded.model,
+        loaded.tokenizer,
+        args.n,
+        max_new_tokens=args.tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=True,
+    )
+    write_locality(args.out, texts)
+    print(f"{args.out}: {len(texts)} passages of {args.n} sampled")
     return 0
 
 

@@ -86,9 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prior-locality",
         type=Path,
+        action="append",
         default=None,
         help="also estimate E[kkᵀ] over up to --prior-prompts prompts of this locality JSONL "
-        "(a training split's ordinary text, e.g. data/facts/locality_train.jsonl)",
+        "(a training split's ordinary text, e.g. data/facts/locality_train.jsonl, or the "
+        "model's own prose from `factpatch data sample-text`); repeatable",
     )
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this")
     p.add_argument("--ckpt-every", type=int, default=20)
@@ -170,8 +172,8 @@ def estimate_prior(
     from editor_core.preserve import key_second_moment, low_rank_prior
 
     corpus = prior_corpus(args.data, args.prior_prompts, args.seed)
-    if args.prior_locality is not None:
-        corpus += locality_corpus(args.prior_locality, args.prior_prompts, args.seed)
+    for path in args.prior_locality or ():
+        corpus += locality_corpus(path, args.prior_prompts, args.seed)
     moments = key_second_moment(
         loaded.adapter, loaded.tokenizer, corpus, progress=True, all_positions=subject
     )
