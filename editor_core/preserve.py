@@ -76,6 +76,23 @@ class KeyPrior:
             m.diagonal().add_(tau)
         return m
 
+    def truncated(self, rank: int) -> KeyPrior:
+        """The same prior kept to its top `rank` directions; with a tail, the directions
+        dropped join it (τ becomes the mean of every eigenvalue left out), exactly as
+        `low_rank_prior(moments, rank, tail=True)` would have stored it — a smaller file
+        without re-reading the corpus."""
+        basis, values, taus = {}, {}, {}
+        for name, u in self.basis.items():
+            v = self.values[name]  # ascending
+            r = min(rank, v.shape[0])
+            basis[name], values[name] = u[:, -r:], v[-r:]
+            if name in self.tail:
+                left = u.shape[0] - r
+                dropped = float(v[:-r].double().sum()) if r < v.shape[0] else 0.0
+                total = self.tail[name] * (u.shape[0] - v.shape[0]) + dropped
+                taus[name] = total / left if left else 0.0
+        return KeyPrior(basis, values, taus)
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"{n}.basis": u.half().contiguous() for n, u in self.basis.items()}
         out.update({f"{n}.values": v.float().contiguous() for n, v in self.values.items()})

@@ -95,6 +95,13 @@ def main() -> int:
         action="store_true",
         help="one residual change per fact, as before subject grouping (value_opt.group_subjects)",
     )
+    p.add_argument(
+        "--prior-rank",
+        type=int,
+        default=None,
+        help="keep the checkpoint's prior to its top R directions (KeyPrior.truncated): what "
+        "a smaller checkpoint file costs",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--report-only", action="store_true", help="redraw table.md and frontier.png")
     args = p.parse_args()
@@ -131,6 +138,10 @@ def main() -> int:
     editor = MalmenEditor.from_checkpoint(args.editor, loaded)
     knobs = {"anchors": args.anchors, "anchor_weight": args.anchor_weight}
     editor.config = replace(editor.config, **{k: v for k, v in knobs.items() if v is not None})
+    if args.prior_rank is not None:
+        if editor.key_prior is None:
+            raise SystemExit(f"{args.editor} has no preservation prior to truncate")
+        editor.key_prior = editor.key_prior.truncated(args.prior_rank)
     if args.per_fact:
         vo = replace(editor.config.value_opt, group_subjects=False)
         editor.config = replace(editor.config, value_opt=vo)
@@ -181,6 +192,7 @@ def main() -> int:
                 "targets": tag,
                 "anchors": editor.config.anchors,
                 "anchor_weight": editor.config.anchor_weight,
+                "prior_rank": args.prior_rank,
                 **scores,
                 "spread_seconds": spread_s,
             }

@@ -53,3 +53,17 @@ def test_round_trip_keeps_the_tail_and_reads_files_without_one() -> None:
     assert legacy.tail == {}
     plain = low_rank_prior({"a": c, "b": 2 * c}, rank=4)
     torch.testing.assert_close(legacy.matrix("a"), plain.matrix("a"), rtol=2e-3, atol=2e-3)
+
+
+def test_truncating_a_tailed_prior_matches_estimating_it_at_the_lower_rank() -> None:
+    c = second_moment(16, seed=3)
+    direct = low_rank_prior({"m": c}, rank=5, tail=True)
+    cut = low_rank_prior({"m": c}, rank=11, tail=True).truncated(5)
+    assert cut.basis["m"].shape == (16, 5)
+    assert abs(cut.tail["m"] - direct.tail["m"]) < 1e-5
+    torch.testing.assert_close(cut.matrix("m"), direct.matrix("m"), rtol=1e-4, atol=1e-4)
+    plain = low_rank_prior({"m": c}, rank=11).truncated(5)
+    assert plain.tail == {}  # no tail before, none after
+    torch.testing.assert_close(
+        plain.matrix("m"), low_rank_prior({"m": c}, rank=5).matrix("m"), rtol=1e-4, atol=1e-4
+    )
