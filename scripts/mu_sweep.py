@@ -103,6 +103,12 @@ def main() -> int:
         "a smaller checkpoint file costs",
     )
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="compute and cache the residual targets, score nothing (they depend on the "
+        "layers and value_opt only: a later sweep with another prior reuses them)",
+    )
     p.add_argument("--report-only", action="store_true", help="redraw table.md and frontier.png")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -114,7 +120,9 @@ def main() -> int:
         write_plot(rows_path, args.out / "frontier.png")
         return 0
     missing = [
-        a for a in ("editor", "facts", "locality", "neighborhood", "mu") if not getattr(args, a)
+        a
+        for a in ("editor", "facts", "locality", "neighborhood", "mu")
+        if not getattr(args, a) and not (a == "mu" and args.targets_only)
     ]
     if missing:
         p.error("the following arguments are required: " + ", ".join(f"--{a}" for a in missing))
@@ -169,6 +177,8 @@ def main() -> int:
         z = cached_targets(
             editor, chosen, args.out / f"targets_n{n}_seed{args.seed}_{tag}.safetensors"
         )
+        if args.targets_only:
+            continue
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
@@ -199,6 +209,8 @@ def main() -> int:
             log.info("N=%d μ=%g: %s", n, mu, {k: round(row[k], 3) for k in METRICS})
             with rows_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
+    if args.targets_only:
+        return 0
     write_table(rows_path, args.out / "table.md")
     write_plot(rows_path, args.out / "frontier.png")
     return 0
