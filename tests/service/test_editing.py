@@ -151,3 +151,31 @@ def test_a_subject_edited_in_two_batches_gets_one_residual_change(tmp_path: Path
     assert backend.rows.load("a").target_group == ("a",)
     for n, t in version_at_once([a, b]).items():
         torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
+
+
+def test_values_that_miss_their_target_nll_are_logged(tmp_path: Path, caplog) -> None:
+    """An edit whose value optimisation stops above stop_loss probably will not land: the
+    worker says so (with a budget of 0 steps no value can reach it; with the test budget
+    on these facts, all do)."""
+    import logging
+    from dataclasses import replace
+
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import tiny_loaded
+    from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(3, seed=7)
+    edits = [
+        {"edit_id": f"e{i}", "prompt": r.prompt, "target": r.target, "subject": r.subject or ""}
+        for i, r in enumerate(reqs)
+    ]
+    starved = optimising(loaded, value_opt=replace(OPT, steps=0))
+    with caplog.at_level(logging.WARNING, logger="service.editing"):
+        EditBackend(loaded, starved, RowStore(tmp_path / "a")).compute(edits)
+    assert "3 of 3 edits' values did not reach the target NLL" in caplog.text
+    caplog.clear()
+    roomy = optimising(loaded, value_opt=replace(OPT, stop_loss=1e9))
+    with caplog.at_level(logging.WARNING, logger="service.editing"):
+        EditBackend(loaded, roomy, RowStore(tmp_path / "b")).compute(edits)
+    assert "did not reach the target NLL" not in caplog.text
