@@ -33,6 +33,7 @@ learning rate fits every layer and model; `weight_decay` penalises the mean squa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from tqdm.auto import tqdm
 from editor_core.adapters import ModelAdapter
 from editor_core.encoding import EditBatch, EditRequest, encode_edits
 from editor_core.hooks import shifted
+
+log = logging.getLogger(__name__)
 
 # Contexts each edit is optimised in (besides none): short, neutral, and unlike the
 # relation templates, so the value does not lean on one sentence opening.
@@ -172,12 +175,23 @@ def residual_targets(
     order = torch.tensor([i for part in parts for g in part for i in g])
     back = torch.empty_like(order)
     back[order] = torch.arange(len(order))  # request i sits at position back[i]
-    return ResidualTargets(
+    found = ResidualTargets(
         torch.cat(zs)[back],
         torch.cat(losses)[back],
         torch.cat(steps)[back],
         torch.cat(ratios)[back],
     )
+    missed = int((found.final_loss > cfg.stop_loss).sum())
+    if missed:
+        log.warning(
+            "%d of %d edits' values did not reach the target NLL %.3g (max %.3g): they may "
+            "not land; raise value_opt.steps or max_norm",
+            missed,
+            len(requests),
+            cfg.stop_loss,
+            float(found.final_loss.max()),
+        )
+    return found
 
 
 def subject_groups(requests: Sequence[EditRequest]) -> list[list[int]]:

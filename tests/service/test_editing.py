@@ -155,8 +155,8 @@ def test_a_subject_edited_in_two_batches_gets_one_residual_change(tmp_path: Path
 
 def test_values_that_miss_their_target_nll_are_logged(tmp_path: Path, caplog) -> None:
     """An edit whose value optimisation stops above stop_loss probably will not land: the
-    worker says so (with a budget of 0 steps no value can reach it; with the test budget
-    on these facts, all do)."""
+    worker's compute says so, through the shared `residual_targets` (with a budget of 0
+    steps no value can reach it; with the test budget on these facts, all do)."""
     import logging
     from dataclasses import replace
 
@@ -171,11 +171,11 @@ def test_values_that_miss_their_target_nll_are_logged(tmp_path: Path, caplog) ->
         for i, r in enumerate(reqs)
     ]
     starved = optimising(loaded, value_opt=replace(OPT, steps=0))
-    with caplog.at_level(logging.WARNING, logger="service.editing"):
+    with caplog.at_level(logging.WARNING, logger="editor_core.optimize"):
         EditBackend(loaded, starved, RowStore(tmp_path / "a")).compute(edits)
     assert "3 of 3 edits' values did not reach the target NLL" in caplog.text
     caplog.clear()
     roomy = optimising(loaded, value_opt=replace(OPT, stop_loss=1e9))
-    with caplog.at_level(logging.WARNING, logger="service.editing"):
+    with caplog.at_level(logging.WARNING, logger="editor_core.optimize"):
         EditBackend(loaded, roomy, RowStore(tmp_path / "b")).compute(edits)
     assert "did not reach the target NLL" not in caplog.text
