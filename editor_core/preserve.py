@@ -87,8 +87,8 @@ class KeyPrior:
             r = min(rank, v.shape[0])
             basis[name], values[name] = u[:, -r:], v[-r:]
             if name in self.tail:
-                left = u.shape[0] - r
-                dropped = float(v[:-r].double().sum()) if r < v.shape[0] else 0.0
+                left = u.shape[0] - r  # directions the tail now stands for
+                dropped = float(v[: v.shape[0] - r].double().sum())
                 total = self.tail[name] * (u.shape[0] - v.shape[0]) + dropped
                 taus[name] = total / left if left else 0.0
         return KeyPrior(basis, values, taus)

@@ -119,11 +119,10 @@ def main() -> int:
         write_table(rows_path, args.out / "table.md")
         write_plot(rows_path, args.out / "frontier.png")
         return 0
-    missing = [
-        a
-        for a in ("editor", "facts", "locality", "neighborhood", "mu")
-        if not getattr(args, a) and not (a == "mu" and args.targets_only)
-    ]
+    needed = ("editor", "facts", "locality", "neighborhood") + (
+        () if args.targets_only else ("mu",)
+    )
+    missing = [a for a in needed if not getattr(args, a)]
     if missing:
         p.error("the following arguments are required: " + ", ".join(f"--{a}" for a in missing))
     done = set()

@@ -32,7 +32,7 @@ REQUESTS = (
 )
 
 
-def _topics(fake: Faker) -> Iterator[str]:
+def _topics(fake: Faker, rng: random.Random) -> Iterator[str]:
     makers = (
         lambda: fake.city(),
         lambda: fake.country(),
@@ -46,16 +46,16 @@ def _topics(fake: Faker) -> Iterator[str]:
         lambda: f"the year {fake.year()}",
     )
     while True:
-        yield random.choice(makers)()
+        yield rng.choice(makers)()
 
 
 def requests(n: int, seed: int = 0) -> list[str]:
     """n chat requests over varied topics, reproducible from `seed`."""
     fake = Faker("en_US")
     fake.seed_instance(seed)
-    random.seed(seed)
-    topics = _topics(fake)
-    return [random.choice(REQUESTS).format(topic=next(topics)) for _ in range(n)]
+    rng = random.Random(seed)  # the caller's global random state is left alone
+    topics = _topics(fake, rng)
+    return [rng.choice(REQUESTS).format(topic=next(topics)) for _ in range(n)]
 
 
 def _as_chat(tokenizer: Any, request: str) -> str:
@@ -86,15 +86,17 @@ def sample_text(
     asks = requests(n, seed)
     torch.manual_seed(seed)
     device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues at the right edge
     out: list[LocalityPrompt] = []
-    try:
-        bar = tqdm(total=n, desc="sampling text", disable=not progress)
+    with tqdm(total=n, desc="sampling text", disable=not progress) as bar:
         for s in range(0, n, batch_size):
             chats = [_as_chat(tokenizer, a) for a in asks[s : s + batch_size]]
-            enc = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = enc.to(device)
+            enc = tokenizer(
+                chats,
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",  # generation continues at the right edge
+                add_special_tokens=False,
+            ).to(device)
             gen = model.generate(
                 **enc,
                 do_sample=True,
@@ -106,7 +108,4 @@ def sample_text(
             texts = tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
             out += [LocalityPrompt(" ".join(t.split())) for t in texts if len(t.split()) >= min_words]
             bar.update(len(chats))
-        bar.close()
-    finally:
-        tokenizer.padding_side = side
     return out
