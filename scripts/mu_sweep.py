@@ -47,6 +47,7 @@ from editor_core.evaluate import (
 )
 from editor_core.loading import load_model
 from editor_core.metrics import token_accuracy
+from editor_core.optimize import ValueOptConfig
 from service.commands.eval import MAX_LOCALITY, sample_pool
 
 log = logging.getLogger("mu_sweep")
@@ -96,11 +97,29 @@ def main() -> int:
         help="one residual change per fact, as before subject grouping (value_opt.group_subjects)",
     )
     p.add_argument(
+        "--value-steps",
+        type=int,
+        default=None,
+        help="Adam steps per subject group for the residual targets (value_opt.steps)",
+    )
+    p.add_argument(
+        "--value-max-norm",
+        type=float,
+        default=None,
+        help="‖δ‖ ≤ this · ‖residual‖ (value_opt.max_norm)",
+    )
+    p.add_argument(
         "--prior-rank",
         type=int,
         default=None,
         help="keep the checkpoint's prior to its top R directions (KeyPrior.truncated): what "
         "a smaller checkpoint file costs",
+    )
+    p.add_argument("--device", default="auto", help="auto: CUDA when present, else CPU")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="model dtype; float32 (default) keeps CUDA runs comparable with the CPU's",
     )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
@@ -140,7 +159,13 @@ def main() -> int:
             )
 
     loaded = load_model(
-        ModelSpec(source=args.model, layers=checkpoint_layers(args.editor)), args.data_dir
+        ModelSpec(
+            source=args.model,
+            layers=checkpoint_layers(args.editor),
+            device=args.device,
+            dtype=args.dtype,
+        ),
+        args.data_dir,
     )
     editor = MalmenEditor.from_checkpoint(args.editor, loaded)
     knobs = {"anchors": args.anchors, "anchor_weight": args.anchor_weight}
@@ -149,9 +174,13 @@ def main() -> int:
         if editor.key_prior is None:
             raise SystemExit(f"{args.editor} has no preservation prior to truncate")
         editor.key_prior = editor.key_prior.truncated(args.prior_rank)
-    if args.per_fact:
-        vo = replace(editor.config.value_opt, group_subjects=False)
-        editor.config = replace(editor.config, value_opt=vo)
+    vo_knobs = {"steps": args.value_steps, "max_norm": args.value_max_norm}
+    vo = replace(
+        editor.config.value_opt,
+        group_subjects=not args.per_fact,
+        **{k: v for k, v in vo_knobs.items() if v is not None},
+    )
+    editor.config = replace(editor.config, value_opt=vo)
     if editor.config.values != "optimise":
         raise SystemExit(
             f"{args.editor} does not optimise its values (values={editor.config.values})"
@@ -172,10 +201,9 @@ def main() -> int:
         chosen = sample_facts(facts, n, args.seed)
         if chosen is None:
             raise SystemExit(f"N={n} exceeds the {len(facts)} facts in {args.facts}")
-        tag = "grouped" if editor.config.value_opt.group_subjects else "per-fact"
-        z = cached_targets(
-            editor, chosen, args.out / f"targets_n{n}_seed{args.seed}_{tag}.safetensors"
-        )
+        tag = targets_tag(editor.config.value_opt)
+        name = f"targets_n{n}_seed{args.seed}_{tag.replace(', ', '_').replace(' ', '')}"
+        z = cached_targets(editor, chosen, args.out / f"{name}.safetensors")
         if args.targets_only:
             continue
         reqs = requests_of(chosen)
@@ -213,6 +241,17 @@ def main() -> int:
     write_table(rows_path, args.out / "table.md")
     write_plot(rows_path, args.out / "frontier.png")
     return 0
+
+
+def targets_tag(vo: ValueOptConfig) -> str:
+    """Names the residual targets' settings: cached targets and rows are keyed on it."""
+    default = ValueOptConfig()
+    tag = "grouped" if vo.group_subjects else "per-fact"
+    if vo.steps != default.steps:
+        tag += f", {vo.steps} steps"
+    if vo.max_norm != default.max_norm:
+        tag += f", max_norm {vo.max_norm:g}"
+    return tag
 
 
 def _label(r: dict[str, Any]) -> str:
