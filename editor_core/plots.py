@@ -117,3 +117,36 @@ def plot_tradeoff(tradeoff: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path, title: str = "") -> Path:
+    """Meta-training curves, one line per run: validation ES, GS and LS against the step
+    (the entries that carry them) and the meta-loss's generalisation term (`gen`, every step,
+    as a running mean over 20 steps)."""
+    panels = (("ES", "validation ES"), ("GS", "validation GS"), ("LS", "validation LS"))
+    fig, axes = _grid(len(panels) + 1)
+    for run, history in histories.items():
+        for ax, (key, _) in zip(axes, panels, strict=False):
+            pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker=".", label=run)
+        gen = [(h["step"], h["gen"]) for h in history if h.get("gen") is not None]
+        if gen:
+            steps, vals = zip(*gen, strict=True)
+            k = min(20, len(vals))
+            smooth = [
+                sum(vals[max(0, i - k + 1) : i + 1]) / min(k, i + 1) for i in range(len(vals))
+            ]
+            axes[-1].plot(steps, smooth, label=run)
+    for ax, (_, name) in zip(axes, panels, strict=False):
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(name)
+        ax.set_xlabel("meta-step")
+    axes[-1].set_title("paraphrase NLL (L_gen, mean of 20)")
+    axes[-1].set_xlabel("meta-step")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

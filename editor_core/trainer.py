@@ -290,6 +290,10 @@ class MalmenTrainer:
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save("last", metrics)
         bar.close()
+        if out is not None and self.history:
+            from editor_core.plots import plot_training
+
+            plot_training({"validation": self.history}, out / "training.png")
         return {"history": self.history, "best_score": self.best, "step": self.step}
 
     def save(self, which: str, metrics: dict[str, float]) -> None:

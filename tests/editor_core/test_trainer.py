@@ -77,6 +77,7 @@ def test_best_last_checkpoints_and_resume_continues(tmp_path: Path) -> None:
     full_hist = full.train()["history"]
     assert (tmp_path / "full" / "best" / "manifest.json").is_file()
     assert (tmp_path / "full" / "last" / "optimizer.safetensors").is_file()
+    assert (tmp_path / "full" / "training.png").stat().st_size > 1000  # the curves
     # interrupted after 3 steps, then resumed to 6: same parameters as uninterrupted
     part = make_trainer(tmp_path / "part", steps=3, val_every=3, ckpt_every=3)
     part.train()
