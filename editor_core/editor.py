@@ -56,6 +56,10 @@ class EditorConfig:
     # Weight μ of the preservation prior μ·E[k kᵀ] in the solve (preserve.py); 0 = plain
     # MALMEN ridge.  Needs the editor's `key_prior` (saved with the checkpoint).
     preserve: float = 0.0
+    # μ grows with the number N of facts in one solve beyond this many: μ·max(1, N / this).
+    # The edit rows' Gram KᵀK grows with N while μ·E[kkᵀ] does not; scaling μ with N keeps
+    # their balance (validation, docs/val_optimise.md, seventh session).  None: μ fixed.
+    preserve_ref_edits: int | None = None
     # Subject anchors (anchors.py): per edit that names its subject, this many prompts with
     # the subject replaced by another name join the solve as zero-value rows of weight ν.
     anchors: int = 0
@@ -224,11 +228,19 @@ class MalmenEditor:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def priors(self) -> dict[str, torch.Tensor | None]:
-        """μ·E[k kᵀ] per module when the preservation prior is on, else None each."""
+    def preserve_weight(self, n_edits: int | None = None) -> float:
+        """μ for a solve of `n_edits` facts (`preserve_ref_edits`); the base μ when None."""
+        mu, ref = float(self.config.preserve), self.config.preserve_ref_edits
+        if ref is None or n_edits is None:
+            return mu
+        return mu * max(1.0, n_edits / ref)
+
+    def priors(self, n_edits: int | None = None) -> dict[str, torch.Tensor | None]:
+        """μ·E[k kᵀ] per module when the preservation prior is on, else None each; μ for a
+        solve of `n_edits` facts (`preserve_weight`)."""
         if self.config.preserve <= 0 or self.key_prior is None:
             return {n: None for n in self.adapter.names}
-        cache_key = float(self.config.preserve)
+        cache_key = self.preserve_weight(n_edits)
         if self._prior_cache[0] != cache_key:
             mats = {n: cache_key * self.key_prior.matrix(n) for n in self.adapter.names}
             self._prior_cache = (cache_key, mats)
@@ -381,7 +393,7 @@ class MalmenEditor:
         edited layers from the weights the model holds now.  The spread solves each layer
         with this editor's own λ and prior, and with the `anchored` rows (anchor_rows) when
         given, so `solve(rows + anchored)` reproduces its shifts."""
-        lams, priors = self.lambdas(), self.priors()
+        lams, priors = self.lambdas(), self.priors(len(requests))
         dtype, cfg = self.config.solve_dtype, self.config
 
         def solve(name: str, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -459,8 +471,12 @@ class MalmenEditor:
         rows = self.spread_rows(requests, z, progress, anchored)
         return self._with_anchors(requests, rows, anchored)
 
-    def solve(self, rows: dict[str, EditRows]) -> dict[str, torch.Tensor]:
-        lams, priors = self.lambdas(), self.priors()
+    def solve(
+        self, rows: dict[str, EditRows], n_edits: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One ridge solve per module; `n_edits`: how many facts the rows hold (μ may grow
+        with it, `preserve_ref_edits`; pass what `spread_rows` was given)."""
+        lams, priors = self.lambdas(), self.priors(n_edits)
         return {
             n: ridge_solve(r.keys, r.values, lams[n], self.config.solve_dtype, prior=priors[n])
             for n, r in rows.items()
@@ -468,4 +484,4 @@ class MalmenEditor:
 
     def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta:
         rows = self.compute_rows(requests)
-        return WeightDelta(shifts=self.solve(rows), rows=rows)
+        return WeightDelta(shifts=self.solve(rows, len(requests)), rows=rows)

@@ -57,7 +57,7 @@ DEFAULT_PREFIXES = ("", "Here is a fact. ")
 
 @dataclass(frozen=True)
 class ValueOptConfig:
-    steps: int = 25  # Adam steps per fact at most
+    steps: int = 100  # Adam steps per subject group at most (each stops at stop_loss)
     lr: float = 0.5  # Adam step on θ, δ = s · θ (s: RMS element of the fact's residual)
     weight_decay: float = 0.01  # on mean(θ²)
     stop_loss: float = 0.05  # a fact stops once its mean target NLL is below this

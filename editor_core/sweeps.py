@@ -120,7 +120,7 @@ def run_sequential(
                     z, live_with, _ = editor.refresh_targets(live_reqs, live_ids, live_z, live_with)
                     live_z = list(z)  # subjects edited across batches: one δ each
                     rows = editor.joint_rows(live_reqs, z)
-                    apply_delta(loaded.adapter, editor.solve(rows), base)
+                    apply_delta(loaded.adapter, editor.solve(rows, len(live_reqs)), base)
             elif mode == "joint":
                 restore(loaded.adapter, base)  # rows against the base weights
                 rows = editor.compute_rows(reqs)
@@ -128,7 +128,9 @@ def run_sequential(
                     ledger.add(facts_t[i].id, facts_t[i].prompt, r)
                 apply_delta(
                     loaded.adapter,
-                    ledger.solve(editor.lambdas(), editor.config.solve_dtype, editor.priors()),
+                    ledger.solve(
+                        editor.lambdas(), editor.config.solve_dtype, editor.priors(len(ledger))
+                    ),
                     base,
                 )
             else:

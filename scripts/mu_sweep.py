@@ -216,7 +216,7 @@ def main() -> int:
             t0 = time.perf_counter()
             try:
                 rows = editor.joint_rows(reqs, z, progress=True)
-                apply_delta(loaded.adapter, editor.solve(rows), base)
+                apply_delta(loaded.adapter, editor.solve(rows, len(reqs)), base)
                 spread_s = time.perf_counter() - t0
                 scores = score_edited(loaded, chosen, ordinary, nb)
                 first = token_accuracy(loaded.model, loaded.tokenizer, reqs[: args.first])
@@ -226,6 +226,7 @@ def main() -> int:
             row = {
                 "n": n,
                 "mu": mu,
+                "mu_effective": editor.preserve_weight(n),
                 "targets": tag,
                 "anchors": editor.config.anchors,
                 "anchor_weight": editor.config.anchor_weight,
@@ -246,9 +247,7 @@ def main() -> int:
 def targets_tag(vo: ValueOptConfig) -> str:
     """Names the residual targets' settings: cached targets and rows are keyed on it."""
     default = ValueOptConfig()
-    tag = "grouped" if vo.group_subjects else "per-fact"
-    if vo.steps != default.steps:
-        tag += f", {vo.steps} steps"
+    tag = ("grouped" if vo.group_subjects else "per-fact") + f", {vo.steps} steps"
     if vo.max_norm != default.max_norm:
         tag += f", max_norm {vo.max_norm:g}"
     return tag

@@ -210,10 +210,10 @@ class EditBackend:
         live_edits.update({i: self.rows.load(i) for i in ids if i not in live_edits})
         respread = self._respread(ids, live_edits)
         if respread is not None:
-            shifts = self.editor.solve(respread[0])
+            shifts = self.editor.solve(respread[0], len(ids))
         else:
             shifts = ledger.solve(
-                self.editor.lambdas(), self.editor.config.solve_dtype, self.editor.priors()
+                self.editor.lambdas(), self.editor.config.solve_dtype, self.editor.priors(len(ids))
             )
         tensors = new_weights(self.adapter, shifts, self.base_masters)
         metrics = {
@@ -268,7 +268,7 @@ class EditBackend:
         for name in self.adapter.names:
             parts = [e.rows[name] for e in new if name in e.rows]
             merged[name] = _cat_rows(parts)
-        shifts = self.editor.solve(merged)
+        shifts = self.editor.solve(merged, len(new))
         masters = {n: self.adapter.to_rows(t).float() for n, t in parent.items()}
         tensors = new_weights(self.adapter, shifts, masters)
         metrics = {

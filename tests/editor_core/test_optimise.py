@@ -17,6 +17,7 @@ from editor_core.encoding import encode_edits
 from editor_core.joint import EditLedger, split_rows
 from editor_core.metrics import token_accuracy
 from editor_core.optimize import ValueOptConfig, _block_output, key_positions, subject_groups
+from editor_core.preserve import low_rank_prior
 from tests.editor_core.test_anchors import subject_facts
 from tests.editor_core.test_editor import facts, model_state, tiny_loaded
 
@@ -350,3 +351,33 @@ def test_prior_locality_pairs_split_free_text_at_its_last_word(tmp_path: Path) -
     pairs = sorted((r.prompt, r.target) for r in locality_corpus(path, 10, seed=0))
     assert pairs == [("Bryan opened the letter", "and"), ("The opposite of fast is", "slow")]
     assert len(locality_corpus(path, 1, seed=0)) == 1
+
+
+def test_prior_weight_grows_with_the_edits_in_one_solve() -> None:
+    """`preserve_ref_edits`: μ·max(1, N / ref) for a solve of N facts — in the spread's
+    per-layer solves and in the final solve alike, so a joint re-spread still reproduces
+    the simultaneous edit; below ref nothing changes."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(4, seed=2)
+    prior = low_rank_prior(
+        {m.name: torch.eye(m.d_in) for m in loaded.adapter.modules}, rank=4, tail=True
+    )
+    vo = replace(OPT, bf16=False)
+    fixed = optimising(loaded, value_opt=vo, preserve=0.5)
+    fixed.key_prior = prior
+    scaled = optimising(loaded, value_opt=vo, preserve=0.5, preserve_ref_edits=2)
+    scaled.key_prior = prior
+    assert scaled.preserve_weight(None) == 0.5 and scaled.preserve_weight(1) == 0.5
+    assert scaled.preserve_weight(4) == 1.0 and fixed.preserve_weight(4) == 0.5
+    z = fixed.residual_targets(reqs).z  # targets do not depend on μ
+    hi = loaded.adapter.names[-1]
+    base = fixed.solve(fixed.joint_rows(reqs, z), len(reqs))
+    grown = scaled.solve(scaled.joint_rows(reqs, z), len(reqs))
+    assert grown[hi].norm() < base[hi].norm()  # the stronger prior holds the edit back
+    torch.testing.assert_close(
+        grown[hi], scaled.compute_delta(reqs).shifts[hi], rtol=1e-3, atol=1e-5
+    )
+    two = reqs[:2]  # at N = ref the two editors agree
+    torch.testing.assert_close(
+        scaled.compute_delta(two).shifts[hi], fixed.compute_delta(two).shifts[hi]
+    )
