@@ -97,6 +97,12 @@ def main() -> int:
         help="one residual change per fact, as before subject grouping (value_opt.group_subjects)",
     )
     p.add_argument(
+        "--preserve-ref-edits",
+        type=int,
+        default=None,
+        help="override the checkpoint's rule μ·max(1, N/ref); 0 = μ fixed",
+    )
+    p.add_argument(
         "--value-steps",
         type=int,
         default=None,
@@ -174,6 +180,9 @@ def main() -> int:
         if editor.key_prior is None:
             raise SystemExit(f"{args.editor} has no preservation prior to truncate")
         editor.key_prior = editor.key_prior.truncated(args.prior_rank)
+    if args.preserve_ref_edits is not None:
+        ref = args.preserve_ref_edits or None
+        editor.config = replace(editor.config, preserve_ref_edits=ref)
     vo_knobs = {"steps": args.value_steps, "max_norm": args.value_max_norm}
     vo = replace(
         editor.config.value_opt,
