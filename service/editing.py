@@ -219,6 +219,7 @@ class EditBackend:
         metrics = {
             "n_live": len(ids),
             "respread": respread is not None,
+            "preserve": self.editor.preserve_weight(len(ids)),  # μ of this solve
             "targets_reoptimised": respread[1] if respread is not None else 0,
             "superseded": superseded,
             "solve_s": round(time.perf_counter() - t0, 4),

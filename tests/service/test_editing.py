@@ -179,3 +179,34 @@ def test_values_that_miss_their_target_nll_are_logged(tmp_path: Path, caplog) ->
     with caplog.at_level(logging.WARNING, logger="editor_core.optimize"):
         EditBackend(loaded, roomy, RowStore(tmp_path / "b")).compute(edits)
     assert "did not reach the target NLL" not in caplog.text
+
+
+def test_joint_version_records_the_prior_weight_it_solved_with(tmp_path: Path) -> None:
+    """With `preserve_ref_edits`, μ grows with the live edits; the version metrics say which
+    μ the solve used."""
+    import torch
+
+    from editor_core.preserve import low_rank_prior
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import tiny_loaded
+    from tests.editor_core.test_optimise import distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    editor = optimising(loaded, preserve=0.5, preserve_ref_edits=2)
+    editor.key_prior = low_rank_prior(
+        {m.name: torch.eye(m.d_in) for m in loaded.adapter.modules}, rank=4, tail=True
+    )
+    backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
+    edits = [
+        {"edit_id": f"e{i}", "prompt": r.prompt, "target": r.target, "subject": r.subject or ""}
+        for i, r in enumerate(distinct_subject_facts(3, seed=7))
+    ]
+    one = backend.compute(edits[:1])
+    for e in one:
+        backend.rows.save(e)
+    _, live, m1 = backend.joint([], one, set())
+    rest = backend.compute(edits[1:])
+    for e in rest:
+        backend.rows.save(e)
+    _, live, m2 = backend.joint(live, rest, set())
+    assert (m1["preserve"], m2["preserve"]) == (0.5, 0.75)  # μ·max(1, N/2), N = 1 then 3
