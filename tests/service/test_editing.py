@@ -41,6 +41,22 @@ def test_shipped_editor_only_for_its_own_model(
     assert editing.load_editor(loaded, None, {}).checkpoint_sha256 is None
 
 
+def _edit_dicts(reqs: list) -> list[dict]:
+    return [
+        {"edit_id": f"e{i}", "prompt": r.prompt, "target": r.target, "subject": r.subject or ""}
+        for i, r in enumerate(reqs)
+    ]
+
+
+def _add_joint(backend, live: list[str], edits: list[dict]) -> tuple:
+    """Compute and store `edits`, then the joint version over `live` + them:
+    (tensors, live ids, metrics, the stored edits)."""
+    new = backend.compute(edits)
+    for e in new:
+        backend.rows.save(e)
+    return (*backend.joint(live, new, set()), new)
+
+
 def test_joint_versions_respread_every_live_edit(tmp_path: Path) -> None:
     """A re-spreading editor (values="optimise"): each stored edit keeps its residual target
     and subject; every joint version is one spread over all live edits from the base
@@ -57,19 +73,9 @@ def test_joint_versions_respread_every_live_edit(tmp_path: Path) -> None:
     editor = optimising(loaded)
     backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
     reqs = distinct_subject_facts(5, seed=7)
-    edits = [
-        {"edit_id": f"e{i}", "prompt": r.prompt, "target": r.target, "subject": r.subject or ""}
-        for i, r in enumerate(reqs)
-    ]
-
-    first = backend.compute(edits[:3])
-    for e in first:
-        backend.rows.save(e)
-    _, live, m1 = backend.joint([], first, set())
-    second = backend.compute(edits[3:])
-    for e in second:
-        backend.rows.save(e)
-    tensors, live, m2 = backend.joint(live, second, set())
+    edits = _edit_dicts(reqs)
+    _, live, m1, first = _add_joint(backend, [], edits[:3])
+    tensors, live, m2, second = _add_joint(backend, live, edits[3:])
     assert m1["respread"] and m2["respread"] and live == [e["edit_id"] for e in edits]
 
     stored = RowStore(tmp_path / "edits").load("e1")  # from disk, not the cache
@@ -197,16 +203,7 @@ def test_joint_version_records_the_prior_weight_it_solved_with(tmp_path: Path) -
         {m.name: torch.eye(m.d_in) for m in loaded.adapter.modules}, rank=4, tail=True
     )
     backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
-    edits = [
-        {"edit_id": f"e{i}", "prompt": r.prompt, "target": r.target, "subject": r.subject or ""}
-        for i, r in enumerate(distinct_subject_facts(3, seed=7))
-    ]
-    one = backend.compute(edits[:1])
-    for e in one:
-        backend.rows.save(e)
-    _, live, m1 = backend.joint([], one, set())
-    rest = backend.compute(edits[1:])
-    for e in rest:
-        backend.rows.save(e)
-    _, live, m2 = backend.joint(live, rest, set())
+    edits = _edit_dicts(distinct_subject_facts(3, seed=7))
+    _, live, m1, _ = _add_joint(backend, [], edits[:1])
+    _, live, m2, _ = _add_joint(backend, live, edits[1:])
     assert (m1["preserve"], m2["preserve"]) == (0.5, 0.75)  # μ·max(1, N/2), N = 1 then 3
