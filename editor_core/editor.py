@@ -229,8 +229,11 @@ class MalmenEditor:
         return next(self.model.parameters()).device
 
     def preserve_weight(self, n_edits: int | None = None) -> float:
-        """μ for a solve of `n_edits` facts (`preserve_ref_edits`); the base μ when None."""
+        """The μ a solve of `n_edits` facts uses (`preserve_ref_edits`; the base μ when
+        None); 0 when the prior is off (μ ≤ 0 or no `key_prior`)."""
         mu, ref = float(self.config.preserve), self.config.preserve_ref_edits
+        if mu <= 0 or self.key_prior is None:
+            return 0.0
         if ref is None or n_edits is None:
             return mu
         return mu * max(1.0, n_edits / ref)
@@ -238,9 +241,9 @@ class MalmenEditor:
     def priors(self, n_edits: int | None = None) -> dict[str, torch.Tensor | None]:
         """μ·E[k kᵀ] per module when the preservation prior is on, else None each; μ for a
         solve of `n_edits` facts (`preserve_weight`)."""
-        if self.config.preserve <= 0 or self.key_prior is None:
-            return {n: None for n in self.adapter.names}
         cache_key = self.preserve_weight(n_edits)
+        if cache_key == 0.0 or self.key_prior is None:
+            return {n: None for n in self.adapter.names}
         if self._prior_cache[0] != cache_key:
             mats = {n: cache_key * self.key_prior.matrix(n) for n in self.adapter.names}
             self._prior_cache = (cache_key, mats)

@@ -26,6 +26,13 @@ def _grid(n: int) -> tuple[Any, list[Any]]:
     return fig, list(axes[0])
 
 
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_vs_n(simultaneous: dict[str, dict[str, Any]], path: Path, title: str = "") -> Path:
     """Each metric against the number of simultaneous edits (log2 axis), one line per editor."""
     fig, axes = _grid(len(METRICS))
@@ -40,10 +47,7 @@ def plot_vs_n(simultaneous: dict[str, dict[str, Any]], path: Path, title: str = 
         ax.set_title(LABELS[metric])
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> Path:
@@ -68,10 +72,7 @@ def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> 
         axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     else:
         axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 _KNOBS = (
@@ -113,10 +114,7 @@ def plot_tradeoff(tradeoff: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path, title: str = "") -> Path:
@@ -146,7 +144,4 @@ def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path, title:
     axes[-1].set_xlabel("meta-step")
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -364,6 +364,7 @@ def test_prior_weight_grows_with_the_edits_in_one_solve() -> None:
     )
     vo = replace(OPT, bf16=False)
     fixed = optimising(loaded, value_opt=vo, preserve=0.5)
+    assert fixed.preserve_weight(4) == 0.0  # no prior: the solve is plain ridge
     fixed.key_prior = prior
     scaled = optimising(loaded, value_opt=vo, preserve=0.5, preserve_ref_edits=2)
     scaled.key_prior = prior
