@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from editor_core.data import read_facts, read_locality
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
     neighbourhood_of,
+    paraphrase_requests,
     prepare_locality,
     requests_of,
     sample_facts,
@@ -115,6 +117,12 @@ def main() -> int:
         help="‖δ‖ ≤ this · ‖residual‖ (value_opt.max_norm)",
     )
     p.add_argument(
+        "--prefixes",
+        default=None,
+        help="contexts each edit's value is optimised in, separated by '|' (the empty one "
+        "first: 'Here is a fact. |I read this: ' gives three); default: value_opt.prefixes",
+    )
+    p.add_argument(
         "--prior-rank",
         type=int,
         default=None,
@@ -183,7 +191,9 @@ def main() -> int:
     if args.preserve_ref_edits is not None:
         ref = args.preserve_ref_edits or None
         editor.config = replace(editor.config, preserve_ref_edits=ref)
-    vo_knobs = {"steps": args.value_steps, "max_norm": args.value_max_norm}
+    vo_knobs: dict[str, Any] = {"steps": args.value_steps, "max_norm": args.value_max_norm}
+    if args.prefixes is not None:
+        vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
     vo = replace(
         editor.config.value_opt,
         group_subjects=not args.per_fact,
@@ -230,6 +240,7 @@ def main() -> int:
                 scores = score_edited(loaded, chosen, ordinary, nb)
                 first = token_accuracy(loaded.model, loaded.tokenizer, reqs[: args.first])
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
+                scores.update(gs_by_form(loaded, chosen))
             finally:
                 restore(loaded.adapter, base)
             row = {
@@ -253,12 +264,26 @@ def main() -> int:
     return 0
 
 
+def gs_by_form(loaded: Any, facts: list[Any]) -> dict[str, float]:
+    """GS over question paraphrases ("Q: … A:") and over the others (statements)."""
+    paras = paraphrase_requests(facts)
+    acc = token_accuracy(loaded.model, loaded.tokenizer, paras)
+    out = {}
+    for form, want in (("question", True), ("statement", False)):
+        xs = [a for r, a in zip(paras, acc, strict=True) if r.prompt.startswith("Q:") == want]
+        if xs:
+            out[f"gs_{form}"] = sum(xs) / len(xs)
+    return out
+
+
 def targets_tag(vo: ValueOptConfig) -> str:
     """Names the residual targets' settings: cached targets and rows are keyed on it."""
     default = ValueOptConfig()
     tag = ("grouped" if vo.group_subjects else "per-fact") + f", {vo.steps} steps"
     if vo.max_norm != default.max_norm:
         tag += f", max_norm {vo.max_norm:g}"
+    if vo.prefixes != default.prefixes:
+        tag += f", {len(vo.prefixes)} prefixes {zlib.crc32('|'.join(vo.prefixes).encode()):08x}"
     return tag
 
 
@@ -311,7 +336,7 @@ def write_table(rows_path: Path, out: Path) -> None:
     rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
     rows.sort(key=lambda r: (r["n"], r.get("targets", "per-fact"), r["mu"], r.get("anchors", 0)))
     head = "| N | targets | μ | anchors (ν) | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) "
-    lines = [head + "| ES of the first K | spread s |", "|" + "---|" * 12]
+    lines = [head + "| ES of the first K | GS question / statement | spread s |", "|" + "---|" * 13]
     for r in rows:
         m4 = sum(r[k] for k in ("es", "gs", "ls_ordinary", "ls_neighborhood")) / 4
         vals = " | ".join(f"{r[k]:.3f}" for k in METRICS)
@@ -320,9 +345,10 @@ def write_table(rows_path: Path, out: Path) -> None:
         )
         tag = r.get("targets", "per-fact")
         anch = f"{r['anchors']} ({r['anchor_weight']:g})" if r.get("anchors") else "0"
+        forms = f"{r['gs_question']:.3f} / {r['gs_statement']:.3f}" if "gs_question" in r else "–"
         lines.append(
             f"| {r['n']} | {tag} | {r['mu']:g} | {anch} | {vals} | {m4:.3f} | {first} "
-            f"| {r['spread_seconds']:.0f} |"
+            f"| {forms} | {r['spread_seconds']:.0f} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
