@@ -42,11 +42,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from editor_core.adapters import ModelAdapter
 from editor_core.encoding import EditBatch, EditRequest, encode_edits
 from editor_core.hooks import shifted
+from editor_core.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def residual_targets(
     groups = subject_groups(requests) if cfg.group_subjects else [[i] for i in range(len(requests))]
     zs, losses, steps, ratios = [], [], [], []
     parts = list(_group_chunks(groups, cfg.batch_facts))
-    for part in tqdm(parts, desc="optimising edit values", disable=not progress):
+    for part in bar(parts, desc="optimising edit values", progress=progress):
         idx = [i for g in part for i in g]
         chunk = _encode_chunk(adapter, tokenizer, [requests[i] for i in idx], cfg, max_length)
         group = torch.tensor(
@@ -368,7 +368,7 @@ def _spread(
     shifts: dict[str, torch.Tensor] = {}
     keys: dict[str, torch.Tensor] = {}
     values: dict[str, torch.Tensor] = {}
-    for j, name in enumerate(tqdm(names, desc="spreading over layers", disable=not progress)):
+    for j, name in enumerate(bar(names, desc="spreading over layers", progress=progress)):
         gaps, ks = [], []
         for c, z_target in zip(chunks, targets, strict=True):
             with (

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from editor_core.adapters import ModelAdapter
 from editor_core.encoding import EditRequest
 from editor_core.hooks import iter_keys
+from editor_core.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def key_second_moment(
     count = 0
     total = -(-len(requests) // batch_size)
     batches = iter_keys(adapter, tokenizer, requests, batch_size, all_positions=all_positions)
-    for owner, keys in tqdm(batches, total=total, desc="key statistics", disable=not progress):
+    for owner, keys in bar(batches, total=total, desc="key statistics", progress=progress):
         for name, k in keys.items():
             k64 = k.double().cpu()  # (n_b, d_in)
             sums[name] += k64.T @ k64

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from editor_core.checkpoint import (
     load_trainer_state,
@@ -35,6 +34,7 @@ from editor_core.editor import MalmenEditor, target_loss_sum
 from editor_core.encoding import EditRequest, encode_edits
 from editor_core.hooks import grad_from, shifted
 from editor_core.metrics import agreement, encode_locality, locality_argmax, token_accuracy
+from editor_core.progress import bar as progress_bar
 from editor_core.solve import ridge_backward, ridge_solve
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,9 @@ class MalmenTrainer:
             )
             log.info("resumed from %s at step %d", out / "last", self.step)
         val = self.val_set[: cfg.val_n]
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="meta-train")
+        bar = progress_bar(
+            total=cfg.steps, initial=self.step, progress=cfg.progress, desc="meta-train"
+        )
         metrics: dict[str, float] = {}
         started = time.monotonic()
         while self.step < cfg.steps:

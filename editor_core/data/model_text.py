@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 from faker import Faker
-from tqdm.auto import tqdm
 
 from editor_core.data.formats import LocalityPrompt
+from editor_core.progress import bar as progress_bar
 
 REQUESTS = (
     "Write a short encyclopedia paragraph about {topic}.",
@@ -87,7 +87,7 @@ def sample_text(
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     out: list[LocalityPrompt] = []
-    with tqdm(total=n, desc="sampling text", disable=not progress) as bar:
+    with progress_bar(total=n, desc="sampling text", progress=progress) as bar:
         for s in range(0, n, batch_size):
             chats = [_as_chat(tokenizer, a) for a in asks[s : s + batch_size]]
             enc = tokenizer(
