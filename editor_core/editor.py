@@ -156,7 +156,9 @@ class MalmenEditor:
             self._nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
         self.key_prior: KeyPrior | None = None
-        self._prior_cache: tuple[float | None, dict[str, torch.Tensor]] = (None, {})
+        # E[k kᵀ] per module, built once per `key_prior` (μ scales it per solve: with
+        # `preserve_ref_edits` μ changes with every joint version's edit count)
+        self._prior_cache: tuple[KeyPrior | None, dict[str, torch.Tensor]] = (None, {})
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -241,13 +243,12 @@ class MalmenEditor:
     def priors(self, n_edits: int | None = None) -> dict[str, torch.Tensor | None]:
         """μ·E[k kᵀ] per module when the preservation prior is on, else None each; μ for a
         solve of `n_edits` facts (`preserve_weight`)."""
-        cache_key = self.preserve_weight(n_edits)
-        if cache_key == 0.0 or self.key_prior is None:
+        mu, prior = self.preserve_weight(n_edits), self.key_prior
+        if mu == 0.0 or prior is None:
             return {n: None for n in self.adapter.names}
-        if self._prior_cache[0] != cache_key:
-            mats = {n: cache_key * self.key_prior.matrix(n) for n in self.adapter.names}
-            self._prior_cache = (cache_key, mats)
-        return dict(self._prior_cache[1])
+        if self._prior_cache[0] is not prior:
+            self._prior_cache = (prior, {n: prior.matrix(n) for n in self.adapter.names})
+        return {n: mu * m for n, m in self._prior_cache[1].items()}
 
     def lambdas(self) -> dict[str, float]:
         if self.config.lambda_override is not None:

@@ -382,3 +382,25 @@ def test_prior_weight_grows_with_the_edits_in_one_solve() -> None:
     torch.testing.assert_close(
         scaled.compute_delta(two).shifts[hi], fixed.compute_delta(two).shifts[hi]
     )
+
+
+def test_prior_matrices_are_built_once_whatever_the_edit_count(monkeypatch) -> None:
+    """μ changes with N under `preserve_ref_edits` (every joint version): the dense
+    E[k kᵀ] is built once per prior and only rescaled; a new prior is rebuilt."""
+    from editor_core.preserve import KeyPrior
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    editor = optimising(loaded, preserve=0.5, preserve_ref_edits=2)
+    moments = {m.name: torch.eye(m.d_in) for m in loaded.adapter.modules}
+    editor.key_prior = low_rank_prior(moments, rank=4, tail=True)
+    built: list[str] = []
+    real = KeyPrior.matrix
+    monkeypatch.setattr(KeyPrior, "matrix", lambda self, n: built.append(n) or real(self, n))
+    names = loaded.adapter.names
+    at2, at8 = editor.priors(2), editor.priors(8)
+    for n in names:
+        torch.testing.assert_close(at8[n], 4 * at2[n])  # μ 0.5 → 2.0
+    assert built == list(names)
+    editor.key_prior = editor.key_prior.truncated(2)
+    editor.priors(8)
+    assert built == list(names) * 2
