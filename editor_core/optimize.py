@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # Contexts each edit is optimised in (besides none): short, neutral, and unlike the
 # relation templates, so the value does not lean on one sentence opening.
 DEFAULT_PREFIXES = ("", "Here is a fact. ")
+PROMPT_SLOT = "{prompt}"  # a context with this slot is a frame around the prompt (`in_context`)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ValueOptConfig:
     weight_decay: float = 0.01  # on mean(θ²)
     stop_loss: float = 0.05  # a fact stops once its mean target NLL is below this
     max_norm: float = 2.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
+    # Contexts: a prefix, or a frame with a "{prompt}" slot (e.g. "Q: {prompt}? A:").
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES
     bf16: bool = True  # bf16 autocast for the Adam steps only (keys, spread, solve: model dtype)
     batch_facts: int = 32  # facts optimised together (memory only; results do not depend on it)
@@ -74,6 +76,15 @@ class ValueOptConfig:
     # the base weights (MEMIT over the union; forward passes only), instead of summing rows
     # that were each spread with their own batch's lower-layer shifts.
     respread: bool = True
+
+
+def in_context(context: str, prompt: str) -> str:
+    """The edit prompt in one of `ValueOptConfig.prefixes`: a context holding "{prompt}" is
+    a frame the prompt is put into (text after it changes where the answer is asked for, not
+    the subject's key: the key is read at the subject, before it); any other is a prefix."""
+    if PROMPT_SLOT in context:
+        return context.replace(PROMPT_SLOT, prompt)
+    return context + prompt
 
 
 def key_positions(batch: EditBatch) -> torch.Tensor:
@@ -319,7 +330,9 @@ def _encode_chunk(
 ) -> _Chunk:
     device = next(adapter.model.parameters()).device
     variants = [
-        EditRequest(p + r.prompt, r.target, r.subject) for r in requests for p in cfg.prefixes
+        EditRequest(in_context(p, r.prompt), r.target, r.subject)
+        for r in requests
+        for p in cfg.prefixes
     ]
     batch = encode_edits(tokenizer, variants, max_length, "subject").to(device)  # type: ignore[arg-type]
     rows = torch.arange(len(variants), device=device)

@@ -85,23 +85,31 @@ def main() -> None:
     ]
     results: dict[str, dict[str, list[float]]] = {}
     for where in ("last", "subject"):
-        items_e, items_p, items_nb = [], [], []
+        asked: list[bool] = []
+        items_e, items_p, items_nb, items_q = [], [], [], []
         for f in tqdm(facts, desc=f"positions ({where})"):
             subj = f["subject"]
             para = f["paraphrases"][0]
+            question = next((q for q in f["paraphrases"] if is_question(q)), None)
             nb = f["neighborhood"][0]["prompt"]
             nb_subj = neighbour_subject(f["prompt"], subj, nb)
             if where == "last":
-                pe, pp, pn = None, None, None
+                pe, pp, pn, pq = None, None, None, None
             else:
                 pe = subject_token_index(tok, f["prompt"], subj)
                 pp = subject_token_index(tok, para, subj)
                 pn = subject_token_index(tok, nb, nb_subj) if nb_subj else None
+                pq = subject_token_index(tok, question, subj) if question else None
                 if pe is None or pp is None or pn is None:
                     continue
             items_e.append((f["prompt"], pe))
             items_p.append((para, pp))
             items_nb.append((nb, pn))
+            # the fact's question paraphrase ("Q: … A:"), or its first one when it has none
+            # (masked out below)
+            has_q = question is not None and (where == "last" or pq is not None)
+            items_q.append((question, pq) if has_q else (para, pp))
+            asked.append(has_q)
         if where == "last":
             ordinary = ordinary_last
         else:
@@ -110,26 +118,42 @@ def main() -> None:
         ke = keys_at(model, tok, layers, tqdm(items_e, desc="edit keys"))
         kp = keys_at(model, tok, layers, tqdm(items_p, desc="paraphrase keys"))
         kn = keys_at(model, tok, layers, tqdm(items_nb, desc="neighbour keys"))
+        kq = keys_at(model, tok, layers, tqdm(items_q, desc="question keys"))
+        q_mask = torch.tensor(asked)
+        first_is_q = torch.tensor([is_question(p) for p, _ in items_p])
         ko = keys_at(model, tok, layers, tqdm(ordinary, desc="ordinary keys"))
-        rows: dict[str, list[float]] = {"paraphrase": [], "neighbour": [], "ordinary": []}
+        rows: dict[str, list[float]] = {
+            "paraphrase": [],
+            "paraphrase_question": [],
+            "paraphrase_statement": [],
+            "neighbour": [],
+            "ordinary": [],
+        }
         for layer in range(len(layers)):
             C = ko[:, layer].double().T @ ko[:, layer].double() / ko.shape[0]
             C += args.eps * C.trace() / C.shape[0] * torch.eye(C.shape[0], dtype=C.dtype)
             W = torch.linalg.solve(C, ke[:, layer].double().T)  # (d_in, n)
             self_resp = (ke[:, layer].double() * W.T).sum(1)  # (n,)
-            rows["paraphrase"].append(
-                float(((kp[:, layer].double() * W.T).sum(1) / self_resp).mean())
-            )
+            para_resp = (kp[:, layer].double() * W.T).sum(1) / self_resp  # (n,)
+            rows["paraphrase"].append(float(para_resp.mean()))
+            rows["paraphrase_statement"].append(float(para_resp[~first_is_q].mean()))
+            q_resp = (kq[:, layer].double() * W.T).sum(1) / self_resp
+            rows["paraphrase_question"].append(float(q_resp[q_mask].mean()))
             rows["neighbour"].append(
                 float(((kn[:, layer].double() * W.T).sum(1) / self_resp).abs().mean())
             )
             ordin = ko[: ke.shape[0], layer].double() @ W  # (n_o, n)
             rows["ordinary"].append(float((ordin / self_resp).abs().mean()))
         results[where] = rows
-        print(f"\n{where}-token keys: layer  paraphrase  neighbour  ordinary")
+        print(
+            f"\n{where}-token keys ({int(q_mask.sum())} question paraphrases): layer  "
+            "paraphrase (question, statement)  neighbour  ordinary"
+        )
         for layer in range(len(layers)):
             print(
-                f"  {layer:2d}  {rows['paraphrase'][layer]:.3f}  {rows['neighbour'][layer]:.3f}"
+                f"  {layer:2d}  {rows['paraphrase'][layer]:.3f} "
+                f"({rows['paraphrase_question'][layer]:.3f}, "
+                f"{rows['paraphrase_statement'][layer]:.3f})  {rows['neighbour'][layer]:.3f}"
                 f"  {rows['ordinary'][layer]:.3f}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +179,11 @@ def main() -> None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=120)
     print(f"written {args.out}")
+
+
+def is_question(prompt: str) -> bool:
+    """The generator's question form of a paraphrase ("Q: Which sport is X known for? A:")."""
+    return prompt.startswith("Q:")
 
 
 def neighbour_subject(prompt: str, subject: str, neighbour: str) -> str | None:

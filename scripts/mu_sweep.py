@@ -120,7 +120,8 @@ def main() -> int:
         "--prefixes",
         default=None,
         help="contexts each edit's value is optimised in, separated by '|' (the empty one "
-        "first: 'Here is a fact. |I read this: ' gives three); default: value_opt.prefixes",
+        "first: 'Here is a fact. |I read this: ' gives three); a context with '{prompt}' is a "
+        "frame around the prompt ('Q: {prompt}? A:'); default: value_opt.prefixes",
     )
     p.add_argument(
         "--prior-rank",

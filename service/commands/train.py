@@ -72,6 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lambda", dest="lam", type=float, default=None, help="λ of every module (optimise)"
     )
     p.add_argument(
+        "--value-context",
+        dest="value_contexts",
+        action="append",
+        default=None,
+        help="(optimise) a context each edit's value is optimised in besides the bare prompt: "
+        "a prefix ('Here is a fact. ') or a frame with a {prompt} slot ('Q: {prompt}? A:'); "
+        "repeatable; default: value_opt.prefixes (editor_core/optimize.py)",
+    )
+    p.add_argument(
         "--prior-rank",
         type=int,
         default=None,
@@ -184,7 +193,11 @@ def write_optimising_editor(loaded: Any, args: argparse.Namespace) -> int:
     """An editor with no hyper-network: config + preservation prior, nothing to train."""
     from editor_core.checkpoint import save_editor, sha256_file
     from editor_core.editor import EditorConfig, MalmenEditor
+    from editor_core.optimize import ValueOptConfig
 
+    value_opt = ValueOptConfig()
+    if args.value_contexts:
+        value_opt = ValueOptConfig(prefixes=("", *(c for c in args.value_contexts if c)))
     config = EditorConfig(
         lm_batch_size=args.lm_batch_size,
         preserve=args.preserve,
@@ -194,6 +207,7 @@ def write_optimising_editor(loaded: Any, args: argparse.Namespace) -> int:
         values="optimise",
         lambda_override=args.lam if args.lam is not None else 1.0,
         solve_dtype="float64",  # μ in the thousands: keep the normal equation well resolved
+        value_opt=value_opt,
     )
     prior = None
     if args.preserve > 0:

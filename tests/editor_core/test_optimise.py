@@ -16,7 +16,13 @@ from editor_core.editor import EditorConfig, MalmenEditor, NoHyperNetworkError
 from editor_core.encoding import encode_edits
 from editor_core.joint import EditLedger, split_rows
 from editor_core.metrics import token_accuracy
-from editor_core.optimize import ValueOptConfig, _block_output, key_positions, subject_groups
+from editor_core.optimize import (
+    ValueOptConfig,
+    _block_output,
+    in_context,
+    key_positions,
+    subject_groups,
+)
 from editor_core.preserve import low_rank_prior
 from tests.editor_core.test_anchors import subject_facts
 from tests.editor_core.test_editor import facts, model_state, tiny_loaded
@@ -92,6 +98,26 @@ def test_keys_are_the_subject_token_inputs() -> None:
     # the lowest layer's keys are the base model's; higher layers see the lower shifts
     low = loaded.adapter.names[0]
     torch.testing.assert_close(rows[low].keys, seen[low], rtol=1e-5, atol=1e-6)
+
+
+def test_contexts_are_prefixes_or_frames_around_the_prompt() -> None:
+    assert in_context("Here is a fact. ", "Ada plays the") == "Here is a fact. Ada plays the"
+    assert in_context("Q: {prompt}? A:", "Ada plays the") == "Q: Ada plays the? A:"
+    assert in_context("", "Ada plays the") == "Ada plays the"
+
+
+def test_a_frame_changes_the_loss_not_the_key() -> None:
+    """Text a frame adds after the prompt comes after the subject, so the key (read at the
+    subject's last token, causal attention) is the bare prompt's; the frame's variant only
+    adds where the target is asked for."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(2, seed=3)
+    bare = optimising(loaded).compute_rows(reqs)
+    framed = optimising(
+        loaded, value_opt=replace(OPT, prefixes=("", "{prompt} and so the answer is"))
+    ).compute_rows(reqs)
+    low = loaded.adapter.names[0]
+    torch.testing.assert_close(framed[low].keys, bare[low].keys, rtol=1e-5, atol=1e-6)
 
 
 def test_single_layer_values_do_not_depend_on_batch_mates() -> None:
@@ -176,12 +202,14 @@ def test_train_command_writes_an_optimising_editor(tmp_path: Path, tiny_dir: Pat
     out = tmp_path / "editor"
     argv = ["train", "--values", "optimise", "--model", str(tiny_dir), "--layers", "0,1"]
     argv += ["--data", str(facts), "--preserve", "10", "--prior-rank", "8", "--out", str(out)]
+    argv += ["--value-context", "Q: {prompt}? A:"]
     assert main(argv) == 0
     assert not (out / "editor.safetensors").exists()
     loaded = load_model(ModelSpec(source=str(tiny_dir), layers=(0, 1), dtype="float32"))
     editor = MalmenEditor.from_checkpoint(out, loaded)
     assert editor.config.values == "optimise" and editor.config.key_position == "subject"
     assert editor.config.preserve == 10 and editor.key_prior is not None
+    assert editor.config.value_opt.prefixes == ("", "Q: {prompt}? A:")
     assert set(editor.key_prior.tail) == set(loaded.adapter.names)  # rank 8 < d_in: a tail
     delta = editor.compute_delta(distinct_subject_facts(2, seed=9))
     assert set(delta.shifts) == set(loaded.adapter.names)
