@@ -61,7 +61,8 @@ def test_shipped_editor_changes_three_real_facts_and_restores(default_model) -> 
 def test_shipped_optimising_editor_changes_three_real_facts_and_restores(
     default_model,  # noqa: F811
 ) -> None:
-    """The value-optimising editor edits layers 3-8, keyed at each fact's subject."""
+    """The value-optimising editor edits the layers its checkpoint names (2-10), keyed at
+    each fact's subject."""
     if not (SHIPPED_OPTIMISE / "manifest.json").is_file():
         pytest.fail(f"the shipped optimising editor is missing: {SHIPPED_OPTIMISE}")
     layers = checkpoint_layers(SHIPPED_OPTIMISE)
