@@ -35,7 +35,11 @@ def greedy(loaded, prompt: str, n: int = 3) -> str:
     return tok.decode(out[0, ids["input_ids"].shape[1] :])
 
 
-def edits_land_and_restore(loaded, editor: MalmenEditor, facts: list[EditRequest]) -> None:
+def edits_land_and_restore(
+    loaded, editor: MalmenEditor, facts: list[EditRequest], asked: dict[str, str] | None = None
+) -> None:
+    """The facts' prompts answer with their targets after the edit, `asked` (prompt →
+    expected start) too, and the weights come back bit for bit."""
     assert greedy(loaded, "The capital of France is").startswith(" Paris")
     masters = snapshot(editor.adapter)
     apply_delta(editor.adapter, editor.compute_delta(facts), masters)
@@ -43,6 +47,9 @@ def edits_land_and_restore(loaded, editor: MalmenEditor, facts: list[EditRequest
         for fact in facts:
             out = greedy(loaded, fact.prompt)
             assert out.strip().startswith(fact.target), (fact.prompt, out)
+        for prompt, want in (asked or {}).items():
+            out = greedy(loaded, prompt)
+            assert out.strip().startswith(want), (prompt, out)
     finally:
         restore(editor.adapter, masters)
     for name, rows in masters.items():
@@ -62,7 +69,10 @@ def test_shipped_optimising_editor_changes_three_real_facts_and_restores(
     default_model,  # noqa: F811
 ) -> None:
     """The value-optimising editor edits the layers its checkpoint names (2-10), keyed at
-    each fact's subject."""
+    each fact's subject; its values are optimised in a question frame too, so the edited
+    facts are also the answers to questions in a form none of its contexts uses (the
+    unedited model answers these " France" and " Paris"; with the eighth session's contexts
+    the edited one answered neither)."""
     if not (SHIPPED_OPTIMISE / "manifest.json").is_file():
         pytest.fail(f"the shipped optimising editor is missing: {SHIPPED_OPTIMISE}")
     layers = checkpoint_layers(SHIPPED_OPTIMISE)
@@ -72,4 +82,8 @@ def test_shipped_optimising_editor_changes_three_real_facts_and_restores(
     editor = MalmenEditor.from_checkpoint(SHIPPED_OPTIMISE, loaded)
     assert editor.config.values == "optimise" and not editor.has_hypernet
     facts = [replace(f, subject=s) for f, s in zip(FACTS, SUBJECTS, strict=True)]
-    edits_land_and_restore(loaded, editor, facts)
+    asked = {
+        "Q: What is the capital of France? A:": "Rome",
+        "Q: In which city is the Eiffel Tower? A:": "London",
+    }
+    edits_land_and_restore(loaded, editor, facts, asked)
