@@ -277,13 +277,18 @@ def gs_by_form(loaded: Any, facts: list[Any]) -> dict[str, float]:
     return out
 
 
+# The contexts of caches written before the tag named them (the default until the ninth
+# session): only these go untagged, so an old cache is never read for other contexts.
+UNTAGGED_CONTEXTS = ("", "Here is a fact. ")
+
+
 def targets_tag(vo: ValueOptConfig) -> str:
     """Names the residual targets' settings: cached targets and rows are keyed on it."""
     default = ValueOptConfig()
     tag = ("grouped" if vo.group_subjects else "per-fact") + f", {vo.steps} steps"
     if vo.max_norm != default.max_norm:
         tag += f", max_norm {vo.max_norm:g}"
-    if vo.prefixes != default.prefixes:
+    if vo.prefixes != UNTAGGED_CONTEXTS:
         tag += f", {len(vo.prefixes)} prefixes {zlib.crc32('|'.join(vo.prefixes).encode()):08x}"
     return tag
 
