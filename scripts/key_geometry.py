@@ -67,6 +67,7 @@ def main() -> None:
     from tqdm import tqdm
 
     from editor_core.config import ModelSpec
+    from editor_core.data.formats import is_question
     from editor_core.encoding import subject_token_index
     from editor_core.loading import load_model
 
@@ -179,11 +180,6 @@ def main() -> None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=120)
     print(f"written {args.out}")
-
-
-def is_question(prompt: str) -> bool:
-    """The generator's question form of a paraphrase ("Q: Which sport is X known for? A:")."""
-    return prompt.startswith("Q:")
 
 
 def neighbour_subject(prompt: str, subject: str, neighbour: str) -> str | None:

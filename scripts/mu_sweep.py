@@ -38,6 +38,7 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
+from editor_core.data.formats import is_question
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
     neighbourhood_of,
@@ -271,25 +272,20 @@ def gs_by_form(loaded: Any, facts: list[Any]) -> dict[str, float]:
     acc = token_accuracy(loaded.model, loaded.tokenizer, paras)
     out = {}
     for form, want in (("question", True), ("statement", False)):
-        xs = [a for r, a in zip(paras, acc, strict=True) if r.prompt.startswith("Q:") == want]
+        xs = [a for r, a in zip(paras, acc, strict=True) if is_question(r.prompt) == want]
         if xs:
             out[f"gs_{form}"] = sum(xs) / len(xs)
     return out
 
 
-# The contexts of caches written before the tag named them (the default until the ninth
-# session): only these go untagged, so an old cache is never read for other contexts.
-UNTAGGED_CONTEXTS = ("", "Here is a fact. ")
-
-
 def targets_tag(vo: ValueOptConfig) -> str:
-    """Names the residual targets' settings: cached targets and rows are keyed on it."""
+    """Names the residual targets' settings: cached targets and rows are keyed on it (the
+    contexts always: their default changed once, in the ninth session)."""
     default = ValueOptConfig()
     tag = ("grouped" if vo.group_subjects else "per-fact") + f", {vo.steps} steps"
     if vo.max_norm != default.max_norm:
         tag += f", max_norm {vo.max_norm:g}"
-    if vo.prefixes != UNTAGGED_CONTEXTS:
-        tag += f", {len(vo.prefixes)} prefixes {zlib.crc32('|'.join(vo.prefixes).encode()):08x}"
+    tag += f", {len(vo.prefixes)} prefixes {zlib.crc32('|'.join(vo.prefixes).encode()):08x}"
     return tag
 
 

@@ -28,6 +28,12 @@ MAX_TEXT_CHARS = 2000
 MAX_LIST_ITEMS = 64
 
 
+def is_question(prompt: str) -> bool:
+    """Whether a prompt is in the question form the generator and the real-world set write
+    ("Q: Which sport is X known for? A:"); GS is reported per form."""
+    return prompt.startswith("Q:")
+
+
 class FactFormatError(ValueError):
     """A line of a data file is not a valid fact or locality prompt."""
 

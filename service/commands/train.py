@@ -195,9 +195,8 @@ def write_optimising_editor(loaded: Any, args: argparse.Namespace) -> int:
     from editor_core.editor import EditorConfig, MalmenEditor
     from editor_core.optimize import ValueOptConfig
 
-    value_opt = ValueOptConfig()
-    if args.value_contexts:
-        value_opt = ValueOptConfig(prefixes=("", *(c for c in args.value_contexts if c)))
+    contexts = [c for c in args.value_contexts or [] if c]
+    value_opt = ValueOptConfig(prefixes=("", *contexts)) if contexts else ValueOptConfig()
     config = EditorConfig(
         lm_batch_size=args.lm_batch_size,
         preserve=args.preserve,

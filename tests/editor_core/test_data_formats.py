@@ -20,6 +20,7 @@ from editor_core.data import (
     write_facts,
     write_locality,
 )
+from editor_core.data.formats import is_question
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -143,6 +144,9 @@ def test_realworld_set_is_valid() -> None:
         nb = f.neighborhood[0]
         assert nb.answer and nb.answer != f.target
         assert f.subject not in nb.prompt  # another subject, same relation
+        # one statement and one question paraphrase each (GS is reported per form)
+        assert [is_question(p) for p in f.paraphrases] == [False, True], f.paraphrases
+        assert not is_question(f.prompt)
     assert len({f.prompt for f in facts}) == len(facts)
 
 
