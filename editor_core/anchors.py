@@ -17,6 +17,14 @@ its batch-mates, so an edit's rows do not depend on what it is solved with.
 
 The substitute names come from `data/anchor_subjects.txt`: fictional names, disjoint from
 every evaluation subject, so no evaluated prompt is ever an anchor.
+
+`AnchorNames` says how a substitute is made.  "other": a whole other name — its last token
+is almost never the subject's.  "same_last_word": a fictional first word + the subject's
+own last word ("Calderon College" → "Alwina College"), so the anchor's key is read at the
+very token the edit is keyed on when the editor keys on the subject's last token; the
+solve must then tell the subject apart by what came before that token (a generated 256-fact
+draw leaves half of its neighbourhood prompts sharing their subject's last token with some
+edited subject).  Subjects of one word fall back to "other".
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 from editor_core.encoding import EditRequest, subject_span
 
 ANCHOR_SUBJECTS_FILE = Path(__file__).parent / "data" / "anchor_subjects.txt"
+AnchorNames = Literal["other", "same_last_word"]
 
 
 @lru_cache(maxsize=1)
@@ -40,17 +50,39 @@ def anchor_subjects() -> tuple[str, ...]:
 
 
 def anchor_prompts(
-    prompt: str, subject: str | None, k: int, pool: Sequence[str] | None = None
+    prompt: str,
+    subject: str | None,
+    k: int,
+    pool: Sequence[str] | None = None,
+    kind: AnchorNames = "other",
 ) -> list[str]:
     """k prompts with the subject replaced by other names; [] without a subject in the prompt.
 
     Deterministic: the names are drawn with a seed made from (prompt, subject).
     """
-    return [p for p, _name in anchor_pairs(prompt, subject, k, pool)]
+    return [p for p, _name in anchor_pairs(prompt, subject, k, pool, kind)]
+
+
+def substitutes(subject: str, pool: Sequence[str], kind: AnchorNames) -> list[str]:
+    """The names that may stand in for `subject` (never the subject itself)."""
+    if kind not in get_args(AnchorNames):
+        raise ValueError(f"anchor names {kind!r}: expected one of {get_args(AnchorNames)}")
+    own = subject.strip()
+    words = own.split()
+    if kind == "same_last_word" and len(words) > 1:
+        firsts = dict.fromkeys(name.split()[0] for name in pool if name.split())
+        names = [f"{first} {words[-1]}" for first in firsts]
+    else:
+        names = list(pool)
+    return [s for s in names if s.casefold() != own.casefold()]
 
 
 def anchor_pairs(
-    prompt: str, subject: str | None, k: int, pool: Sequence[str] | None = None
+    prompt: str,
+    subject: str | None,
+    k: int,
+    pool: Sequence[str] | None = None,
+    kind: AnchorNames = "other",
 ) -> list[tuple[str, str]]:
     """(anchor prompt, the name put in place of the subject), k of them."""
     if k <= 0 or not subject:
@@ -58,7 +90,7 @@ def anchor_pairs(
     pattern = subject_span(prompt, subject)
     if pattern is None:
         return []
-    names = [s for s in (pool or anchor_subjects()) if s.casefold() != subject.strip().casefold()]
+    names = substitutes(subject, pool or anchor_subjects(), kind)
     seed = int.from_bytes(hashlib.sha256(f"{prompt}\x00{subject}".encode()).digest()[:8], "big")
     chosen = random.Random(seed).sample(names, min(k, len(names)))
     return [(_put(pattern, prompt, name), name) for name in chosen]
@@ -74,7 +106,9 @@ def _put(pattern: re.Pattern[str], prompt: str, name: str) -> str:
     return pattern.sub(literal, prompt)
 
 
-def anchor_requests(requests: Sequence[EditRequest], k: int) -> tuple[list[EditRequest], list[int]]:
+def anchor_requests(
+    requests: Sequence[EditRequest], k: int, kind: AnchorNames = "other"
+) -> tuple[list[EditRequest], list[int]]:
     """(anchor requests, index of the edit each belongs to).
 
     An anchor continues its prompt with the edit's own target, so its keys sit at the same
@@ -83,7 +117,7 @@ def anchor_requests(requests: Sequence[EditRequest], k: int) -> tuple[list[EditR
     out: list[EditRequest] = []
     owners: list[int] = []
     for i, r in enumerate(requests):
-        for p, name in anchor_pairs(r.prompt, r.subject, k):
+        for p, name in anchor_pairs(r.prompt, r.subject, k, kind=kind):
             out.append(EditRequest(p, r.target, name))
             owners.append(i)
     return out, owners

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from editor_core.adapters import ModelAdapter
-from editor_core.anchors import anchor_requests
+from editor_core.anchors import AnchorNames, anchor_requests
 from editor_core.checkpoint import CheckpointError, load_editor_state
 from editor_core.encoding import EditRequest, KeyPosition, encode_edits
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
@@ -64,6 +64,10 @@ class EditorConfig:
     # the subject replaced by another name join the solve as zero-value rows of weight ν.
     anchors: int = 0
     anchor_weight: float = 1.0
+    # How an anchor's name is made (anchors.AnchorNames): "other" (a whole other name) or
+    # "same_last_word" (another first word + the subject's last word: the anchor's key sits
+    # at the edit's own keyed token when key_position is "subject").
+    anchor_names: AnchorNames = "other"
     # Where edits are keyed: "predict" (MALMEN: the positions predicting the target) or
     # "subject" (the subject's last token; needs requests that name their subject).
     key_position: KeyPosition = "predict"
@@ -316,7 +320,7 @@ class MalmenEditor:
         by the edit they anchor; empty (0 rows) when anchors are off or no request names a
         subject found in its prompt."""
         cfg = self.config
-        anchors, owners = anchor_requests(requests, cfg.anchors)
+        anchors, owners = anchor_requests(requests, cfg.anchors, cfg.anchor_names)
         out: dict[str, EditRows] = {}
         keys: dict[str, list[torch.Tensor]] = {n: [] for n in self.adapter.names}
         owner_parts: list[torch.Tensor] = []

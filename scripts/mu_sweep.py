@@ -29,11 +29,12 @@ import time
 import zlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from editor_core.anchors import AnchorNames
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
@@ -41,6 +42,8 @@ from editor_core.data import read_facts, read_locality
 from editor_core.data.formats import is_question
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
+    LocalitySet,
+    locality_scores,
     neighbourhood_of,
     paraphrase_requests,
     prepare_locality,
@@ -94,6 +97,13 @@ def main() -> int:
     )
     p.add_argument("--anchors", type=int, default=None, help="subject anchors per edit")
     p.add_argument("--anchor-weight", type=float, default=None, help="weight ν of anchor rows")
+    p.add_argument(
+        "--anchor-names",
+        choices=get_args(AnchorNames),
+        default=None,
+        help="how anchor names are made (editor_core/anchors.py): a whole other name, or "
+        "another first word + the subject's last word",
+    )
     p.add_argument(
         "--per-fact",
         action="store_true",
@@ -171,6 +181,7 @@ def main() -> int:
                     r.get("targets", "per-fact"),
                     r.get("anchors", 0),
                     r.get("anchor_weight", 1.0),
+                    r.get("anchor_names", "other"),
                 )
             )
 
@@ -184,7 +195,11 @@ def main() -> int:
         args.data_dir,
     )
     editor = MalmenEditor.from_checkpoint(args.editor, loaded)
-    knobs = {"anchors": args.anchors, "anchor_weight": args.anchor_weight}
+    knobs = {
+        "anchors": args.anchors,
+        "anchor_weight": args.anchor_weight,
+        "anchor_names": args.anchor_names,
+    }
     editor.config = replace(editor.config, **{k: v for k, v in knobs.items() if v is not None})
     if args.prior_rank is not None:
         if editor.key_prior is None:
@@ -230,7 +245,8 @@ def main() -> int:
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
-            if (n, mu, tag, editor.config.anchors, editor.config.anchor_weight) in done:
+            cfg = editor.config
+            if (n, mu, tag, cfg.anchors, cfg.anchor_weight, cfg.anchor_names) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
                 continue
             editor.config = replace(base_cfg, preserve=mu)
@@ -243,6 +259,7 @@ def main() -> int:
                 first = token_accuracy(loaded.model, loaded.tokenizer, reqs[: args.first])
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
+                scores.update(ls_nb_by_last_token(loaded, chosen, nb))
             finally:
                 restore(loaded.adapter, base)
             row = {
@@ -252,6 +269,7 @@ def main() -> int:
                 "targets": tag,
                 "anchors": editor.config.anchors,
                 "anchor_weight": editor.config.anchor_weight,
+                "anchor_names": editor.config.anchor_names,
                 "prior_rank": args.prior_rank,
                 **scores,
                 "spread_seconds": spread_s,
@@ -264,6 +282,49 @@ def main() -> int:
     write_table(rows_path, args.out / "table.md")
     write_plot(rows_path, args.out / "frontier.png")
     return 0
+
+
+def neighbour_subject(fact: Any, neighbour_prompt: str) -> str | None:
+    """The subject of a neighbourhood prompt: the fact's prompt with another subject in the
+    same template (None when the prompt is not in that template)."""
+    if not fact.subject or fact.subject not in fact.prompt:
+        return None
+    pre, suf = fact.prompt.split(fact.subject, 1)
+    if not (neighbour_prompt.startswith(pre) and neighbour_prompt.endswith(suf)):
+        return None
+    return neighbour_prompt[len(pre) : len(neighbour_prompt) - len(suf)] or None
+
+
+def last_token(tokenizer: Any, subject: str) -> int:
+    """The token the edit is keyed on: the subject's last, as it reads after a space."""
+    return int(tokenizer(" " + subject, add_special_tokens=False).input_ids[-1])
+
+
+def ls_nb_by_last_token(loaded: Any, facts: list[Any], nb: LocalitySet) -> dict[str, float]:
+    """LS on neighbourhood prompts whose subject ends in the same token as some edited
+    subject (the key the edit is read at, in the lowest edited layers mostly that token)
+    and on the others, with the share of the first kind."""
+    edited = {last_token(loaded.tokenizer, f.subject) for f in facts if f.subject}
+    subject_of = {}
+    for f in facts:
+        for p in f.neighborhood:
+            s = neighbour_subject(f, p.prompt)
+            if s is not None:
+                subject_of[p.prompt] = s
+    shared, own = [], []
+    for i, p in enumerate(nb.prompts):
+        s = subject_of.get(p.prompt)
+        if s is not None:
+            (shared if last_token(loaded.tokenizer, s) in edited else own).append(i)
+    out: dict[str, float] = {}
+    if shared or own:
+        out["nb_shared_token_share"] = len(shared) / (len(shared) + len(own))
+    for key, idx in (("ls_nb_shared_token", shared), ("ls_nb_own_token", own)):
+        if idx:
+            ls = locality_scores(loaded.model, loaded.tokenizer, nb.subset(idx))["ls"]
+            if ls is not None:
+                out[key] = ls
+    return out
 
 
 def gs_by_form(loaded: Any, facts: list[Any]) -> dict[str, float]:
@@ -290,7 +351,11 @@ def targets_tag(vo: ValueOptConfig) -> str:
 
 
 def _label(r: dict[str, Any]) -> str:
-    anch = f", {r['anchors']} anchors ν={r['anchor_weight']:g}" if r.get("anchors") else ""
+    anch = ""
+    if r.get("anchors"):
+        anch = f", {r['anchors']} anchors ν={r['anchor_weight']:g}"
+        if r.get("anchor_names", "other") != "other":
+            anch += f" {r['anchor_names']}"
     return f"{r.get('targets', 'per-fact')}{anch}"
 
 
@@ -338,7 +403,11 @@ def write_table(rows_path: Path, out: Path) -> None:
     rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
     rows.sort(key=lambda r: (r["n"], r.get("targets", "per-fact"), r["mu"], r.get("anchors", 0)))
     head = "| N | targets | μ | anchors (ν) | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) "
-    lines = [head + "| ES of the first K | GS question / statement | spread s |", "|" + "---|" * 13]
+    lines = [
+        head + "| ES of the first K | GS question / statement "
+        "| LS_nb shared / own last token (share) | spread s |",
+        "|" + "---|" * 14,
+    ]
     for r in rows:
         m4 = sum(r[k] for k in ("es", "gs", "ls_ordinary", "ls_neighborhood")) / 4
         vals = " | ".join(f"{r[k]:.3f}" for k in METRICS)
@@ -347,10 +416,18 @@ def write_table(rows_path: Path, out: Path) -> None:
         )
         tag = r.get("targets", "per-fact")
         anch = f"{r['anchors']} ({r['anchor_weight']:g})" if r.get("anchors") else "0"
+        if r.get("anchors") and r.get("anchor_names", "other") != "other":
+            anch += f" {r['anchor_names']}"
         forms = f"{r['gs_question']:.3f} / {r['gs_statement']:.3f}" if "gs_question" in r else "–"
+        nb = "–"
+        if "nb_shared_token_share" in r:
+            nb = " / ".join(
+                f"{r[k]:.3f}" if k in r else "–" for k in ("ls_nb_shared_token", "ls_nb_own_token")
+            )
+            nb += f" ({r['nb_shared_token_share']:.2f})"
         lines.append(
             f"| {r['n']} | {tag} | {r['mu']:g} | {anch} | {vals} | {m4:.3f} | {first} "
-            f"| {forms} | {r['spread_seconds']:.0f} |"
+            f"| {forms} | {nb} | {r['spread_seconds']:.0f} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

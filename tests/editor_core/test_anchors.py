@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from editor_core import EditRequest
-from editor_core.anchors import ANCHOR_SUBJECTS_FILE, anchor_prompts, anchor_subjects
+from editor_core.anchors import (
+    ANCHOR_SUBJECTS_FILE,
+    anchor_prompts,
+    anchor_requests,
+    anchor_subjects,
+    substitutes,
+)
 from editor_core.joint import EditLedger, split_rows
 from tests.editor_core.test_editor import editor_for, tiny_loaded
 from tests.editor_core.test_trainer import make_trainer
@@ -45,6 +51,29 @@ def test_anchor_prompts_replace_the_subject_deterministically() -> None:
     # the subject itself is never its own anchor, even when it is in the pool
     own = anchor_subjects()[0]
     assert all(own not in p for p in anchor_prompts(f"{own} lives in", own, 50))
+
+
+def test_same_last_word_anchors_end_in_the_subjects_own_last_word() -> None:
+    prompt = "Calderon College is located in"
+    a = anchor_prompts(prompt, "Calderon College", 6, kind="same_last_word")
+    assert a == anchor_prompts(prompt, "Calderon College", 6, kind="same_last_word")
+    assert len(set(a)) == 6
+    firsts = {name.split()[0] for name in anchor_subjects()}
+    for p in a:
+        name = p.removesuffix(" is located in")
+        first, last = name.split(" ")
+        assert last == "College" and first in firsts and first != "Calderon"
+    # the subject's own first word never makes the subject itself
+    pool = ["Calderon Group", "Alwina Nilsson"]
+    assert substitutes("Calderon College", pool, "same_last_word") == ["Alwina College"]
+    # one word: nothing to keep, so whole other names (as "other")
+    assert substitutes("France", pool, "same_last_word") == substitutes("France", pool, "other")
+    with pytest.raises(ValueError, match="anchor names 'nearby'"):
+        substitutes("Calderon College", pool, "nearby")  # type: ignore[arg-type]
+    reqs = [EditRequest(prompt, "Paris", "Calderon College"), EditRequest("x is", "y", None)]
+    anchored, owners = anchor_requests(reqs, 2, "same_last_word")
+    assert owners == [0, 0]
+    assert all(r.subject.endswith(" College") and r.prompt.startswith(r.subject) for r in anchored)
 
 
 def test_anchor_names_never_occur_in_the_shipped_evaluation_sets() -> None:
