@@ -260,6 +260,7 @@ def main() -> int:
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
                 scores.update(ls_nb_by_last_token(loaded, chosen, nb))
+                scores.update(es_by_last_token(loaded, chosen))
             finally:
                 restore(loaded.adapter, base)
             row = {
@@ -324,6 +325,28 @@ def ls_nb_by_last_token(loaded: Any, facts: list[Any], nb: LocalitySet) -> dict[
             ls = locality_scores(loaded.model, loaded.tokenizer, nb.subset(idx))["ls"]
             if ls is not None:
                 out[key] = ls
+    return out
+
+
+def es_by_last_token(loaded: Any, facts: list[Any]) -> dict[str, float]:
+    """ES of the edits whose subject ends in the same token as another edited subject's
+    (their keys meet in the lowest edited layers) and of the others."""
+    tok = loaded.tokenizer
+    subjects: dict[int, set[str]] = {}
+    for f in facts:
+        if f.subject:
+            subjects.setdefault(last_token(tok, f.subject), set()).add(f.subject)
+    acc = token_accuracy(loaded.model, tok, requests_of(facts))
+    shared = [
+        a
+        for f, a in zip(facts, acc, strict=True)
+        if f.subject and len(subjects[last_token(tok, f.subject)]) > 1
+    ]
+    out = {"es_shared_token_share": len(shared) / len(facts)}
+    if shared:
+        out["es_shared_token"] = sum(shared) / len(shared)
+    if len(shared) < len(acc):
+        out["es_own_token"] = (sum(acc) - sum(shared)) / (len(acc) - len(shared))
     return out
 
 
@@ -399,14 +422,20 @@ def write_plot(rows_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
+def _split(r: dict[str, Any], a: str, b: str, share: str) -> str:
+    if share not in r:
+        return "–"
+    return " / ".join(f"{r[k]:.3f}" if k in r else "–" for k in (a, b)) + f" ({r[share]:.2f})"
+
+
 def write_table(rows_path: Path, out: Path) -> None:
     rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
     rows.sort(key=lambda r: (r["n"], r.get("targets", "per-fact"), r["mu"], r.get("anchors", 0)))
     head = "| N | targets | μ | anchors (ν) | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) "
     lines = [
         head + "| ES of the first K | GS question / statement "
-        "| LS_nb shared / own last token (share) | spread s |",
-        "|" + "---|" * 14,
+        "| ES shared / own last token (share) | LS_nb shared / own last token (share) | spread s |",
+        "|" + "---|" * 15,
     ]
     for r in rows:
         m4 = sum(r[k] for k in ("es", "gs", "ls_ordinary", "ls_neighborhood")) / 4
@@ -419,15 +448,11 @@ def write_table(rows_path: Path, out: Path) -> None:
         if r.get("anchors") and r.get("anchor_names", "other") != "other":
             anch += f" {r['anchor_names']}"
         forms = f"{r['gs_question']:.3f} / {r['gs_statement']:.3f}" if "gs_question" in r else "–"
-        nb = "–"
-        if "nb_shared_token_share" in r:
-            nb = " / ".join(
-                f"{r[k]:.3f}" if k in r else "–" for k in ("ls_nb_shared_token", "ls_nb_own_token")
-            )
-            nb += f" ({r['nb_shared_token_share']:.2f})"
+        es_split = _split(r, "es_shared_token", "es_own_token", "es_shared_token_share")
+        nb = _split(r, "ls_nb_shared_token", "ls_nb_own_token", "nb_shared_token_share")
         lines.append(
             f"| {r['n']} | {tag} | {r['mu']:g} | {anch} | {vals} | {m4:.3f} | {first} "
-            f"| {forms} | {nb} | {r['spread_seconds']:.0f} |"
+            f"| {forms} | {es_split} | {nb} | {r['spread_seconds']:.0f} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
