@@ -79,6 +79,12 @@ class ValueOptConfig:
     # the base weights (MEMIT over the union; forward passes only), instead of summing rows
     # that were each spread with their own batch's lower-layer shifts.
     respread: bool = True
+    # The share of the remaining gap each edited layer takes: layer j of L (lowest first)
+    # weighs 1 + upper_tilt·j/(L−1) and asks for its weight over the weights of the layers
+    # left.  0: MEMIT's 1/(layers left).  > 0 leaves more of each change to the upper
+    # layers, where a subject's last token carries more of what came before it (subjects
+    # that end in the same token, "… College", meet less there).
+    upper_tilt: float = 0.0
 
 
 def in_context(context: str, prompt: str) -> str:
@@ -264,7 +270,18 @@ def spread_rows(
     ]
     device = next(adapter.model.parameters()).device
     targets = [z[s : s + cfg.batch_facts].flatten(0, 1).to(device) for s in starts]  # (B, H)
-    return _spread(adapter, chunks, targets, len(cfg.prefixes), solve, progress)
+    shares = layer_shares(len(adapter.names), cfg.upper_tilt)
+    return _spread(adapter, chunks, targets, len(cfg.prefixes), solve, progress, shares)
+
+
+def layer_shares(n_layers: int, upper_tilt: float) -> list[float]:
+    """The fraction of the gap left that edited layer j (lowest first) is asked to close:
+    w_j / Σ_{i ≥ j} w_i with w_j = 1 + upper_tilt·j/(n_layers − 1); all 1/(layers left)
+    when upper_tilt is 0, and always 1 for the top layer (it closes what is left)."""
+    if upper_tilt <= -1:
+        raise ValueError(f"upper_tilt {upper_tilt} would give a layer no weight (needs > −1)")
+    w = [1 + upper_tilt * j / max(n_layers - 1, 1) for j in range(n_layers)]
+    return [w[j] / sum(w[j:]) for j in range(n_layers)]
 
 
 class _Reached(Exception):
@@ -375,9 +392,11 @@ def _spread(
     n_var: int,
     solve: SolveFn,
     progress: bool,
+    shares: Sequence[float],
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(keys, values) per module: (F, d_in), (F, d_out), F = facts over all chunks;
-    `targets[i]` (B_i, H): chunk i's residual after the last edited layer, as it should be."""
+    `targets[i]` (B_i, H): chunk i's residual after the last edited layer, as it should be;
+    layer j asks for `shares[j]` of the gap left (`layer_shares`)."""
     model = adapter.model
     block = adapter.blocks()[adapter.layers[-1]]
     names = adapter.names
@@ -397,7 +416,7 @@ def _spread(
             gaps.append((z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
             ks.append(io[name].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)
         keys[name] = torch.cat(ks)
-        values[name] = torch.cat(gaps) / (len(names) - j)
+        values[name] = torch.cat(gaps) * shares[j]
         shifts[name] = solve(name, keys[name], values[name])
     return keys, values
 

@@ -98,6 +98,13 @@ def main() -> int:
     p.add_argument("--anchors", type=int, default=None, help="subject anchors per edit")
     p.add_argument("--anchor-weight", type=float, default=None, help="weight ν of anchor rows")
     p.add_argument(
+        "--upper-tilt",
+        type=float,
+        default=None,
+        help="leave more of each change to the upper edited layers (value_opt.upper_tilt; "
+        "0 = MEMIT's equal shares)",
+    )
+    p.add_argument(
         "--anchor-names",
         choices=get_args(AnchorNames),
         default=None,
@@ -182,6 +189,7 @@ def main() -> int:
                     r.get("anchors", 0),
                     r.get("anchor_weight", 1.0),
                     r.get("anchor_names", "other"),
+                    r.get("upper_tilt", 0.0),
                 )
             )
 
@@ -208,7 +216,11 @@ def main() -> int:
     if args.preserve_ref_edits is not None:
         ref = args.preserve_ref_edits or None
         editor.config = replace(editor.config, preserve_ref_edits=ref)
-    vo_knobs: dict[str, Any] = {"steps": args.value_steps, "max_norm": args.value_max_norm}
+    vo_knobs: dict[str, Any] = {
+        "steps": args.value_steps,
+        "max_norm": args.value_max_norm,
+        "upper_tilt": args.upper_tilt,
+    }
     if args.prefixes is not None:
         vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
     vo = replace(
@@ -246,7 +258,8 @@ def main() -> int:
         nb = neighbourhood_of(chosen, neighbours)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
-            if (n, mu, tag, cfg.anchors, cfg.anchor_weight, cfg.anchor_names) in done:
+            tilt = cfg.value_opt.upper_tilt
+            if (n, mu, tag, cfg.anchors, cfg.anchor_weight, cfg.anchor_names, tilt) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
                 continue
             editor.config = replace(base_cfg, preserve=mu)
@@ -271,6 +284,7 @@ def main() -> int:
                 "anchors": editor.config.anchors,
                 "anchor_weight": editor.config.anchor_weight,
                 "anchor_names": editor.config.anchor_names,
+                "upper_tilt": editor.config.value_opt.upper_tilt,
                 "prior_rank": args.prior_rank,
                 **scores,
                 "spread_seconds": spread_s,
@@ -374,9 +388,9 @@ def targets_tag(vo: ValueOptConfig) -> str:
 
 
 def _label(r: dict[str, Any]) -> str:
-    anch = ""
+    anch = f", tilt {r['upper_tilt']:g}" if r.get("upper_tilt") else ""
     if r.get("anchors"):
-        anch = f", {r['anchors']} anchors ν={r['anchor_weight']:g}"
+        anch += f", {r['anchors']} anchors ν={r['anchor_weight']:g}"
         if r.get("anchor_names", "other") != "other":
             anch += f" {r['anchor_names']}"
     return f"{r.get('targets', 'per-fact')}{anch}"
@@ -447,6 +461,8 @@ def write_table(rows_path: Path, out: Path) -> None:
         anch = f"{r['anchors']} ({r['anchor_weight']:g})" if r.get("anchors") else "0"
         if r.get("anchors") and r.get("anchor_names", "other") != "other":
             anch += f" {r['anchor_names']}"
+        if r.get("upper_tilt"):
+            tag += f", tilt {r['upper_tilt']:g}"
         forms = f"{r['gs_question']:.3f} / {r['gs_statement']:.3f}" if "gs_question" in r else "–"
         es_split = _split(r, "es_shared_token", "es_own_token", "es_shared_token_share")
         nb = _split(r, "ls_nb_shared_token", "ls_nb_own_token", "nb_shared_token_share")

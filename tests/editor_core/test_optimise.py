@@ -21,6 +21,7 @@ from editor_core.optimize import (
     _block_output,
     in_context,
     key_positions,
+    layer_shares,
     subject_groups,
 )
 from editor_core.preserve import low_rank_prior
@@ -149,6 +150,26 @@ def test_spread_rows_resolve_to_the_spread_shifts_and_fit_joint_mode() -> None:
     # the lower layer does part of the work: the upper layer's rows ask for the rest only
     lo, hi = loaded.adapter.names
     assert delta.rows[lo].values.norm() > 0 and delta.rows[hi].values.norm() > 0
+
+
+def test_layer_shares_tilt_the_spread_towards_the_upper_layers() -> None:
+    assert layer_shares(3, 0.0) == pytest.approx([1 / 3, 1 / 2, 1])  # MEMIT's schedule
+    tilted = layer_shares(3, 2.0)  # weights 1, 2, 3
+    assert tilted == pytest.approx([1 / 6, 2 / 5, 1])
+    assert layer_shares(1, 5.0) == [1.0]
+    with pytest.raises(ValueError, match="upper_tilt"):
+        layer_shares(3, -1.0)
+    # in the spread: the lowest layer (nothing below it) asks for its share of the same gap
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(3, seed=4)
+    flat = optimising(loaded)
+    z = flat.residual_targets(reqs).z
+    tilt = optimising(loaded, value_opt=replace(OPT, upper_tilt=3.0))  # weights 1, 4
+    lo, hi = loaded.adapter.names
+    a, b = flat.spread_rows(reqs, z), tilt.spread_rows(reqs, z)
+    torch.testing.assert_close(b[lo].values, a[lo].values * (1 / 5) / (1 / 2))
+    torch.testing.assert_close(b[lo].keys, a[lo].keys)
+    assert not torch.allclose(b[hi].values, a[hi].values)  # the top layer closes what is left
 
 
 def test_residual_hook_handles_tuple_outputs() -> None:
