@@ -118,6 +118,12 @@ def subject_span(prompt: str, subject: str) -> re.Pattern[str] | None:
     return None
 
 
+def subject_last_token(tokenizer: PreTrainedTokenizerBase, subject: str) -> int:
+    """The id of a subject's last token as it reads inside a sentence (after a space): the
+    token a subject-keyed edit is read at."""
+    return int(tokenizer(" " + subject.strip(), add_special_tokens=False).input_ids[-1])
+
+
 def subject_token_index(
     tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str | None
 ) -> int | None:

@@ -39,8 +39,9 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
-from editor_core.data.formats import is_question
+from editor_core.data.formats import is_question, neighbour_subject
 from editor_core.editor import MalmenEditor
+from editor_core.encoding import subject_last_token
 from editor_core.evaluate import (
     LocalitySet,
     locality_scores,
@@ -299,27 +300,11 @@ def main() -> int:
     return 0
 
 
-def neighbour_subject(fact: Any, neighbour_prompt: str) -> str | None:
-    """The subject of a neighbourhood prompt: the fact's prompt with another subject in the
-    same template (None when the prompt is not in that template)."""
-    if not fact.subject or fact.subject not in fact.prompt:
-        return None
-    pre, suf = fact.prompt.split(fact.subject, 1)
-    if not (neighbour_prompt.startswith(pre) and neighbour_prompt.endswith(suf)):
-        return None
-    return neighbour_prompt[len(pre) : len(neighbour_prompt) - len(suf)] or None
-
-
-def last_token(tokenizer: Any, subject: str) -> int:
-    """The token the edit is keyed on: the subject's last, as it reads after a space."""
-    return int(tokenizer(" " + subject, add_special_tokens=False).input_ids[-1])
-
-
 def ls_nb_by_last_token(loaded: Any, facts: list[Any], nb: LocalitySet) -> dict[str, float]:
     """LS on neighbourhood prompts whose subject ends in the same token as some edited
     subject (the key the edit is read at, in the lowest edited layers mostly that token)
     and on the others, with the share of the first kind."""
-    edited = {last_token(loaded.tokenizer, f.subject) for f in facts if f.subject}
+    edited = {subject_last_token(loaded.tokenizer, f.subject) for f in facts if f.subject}
     subject_of = {}
     for f in facts:
         for p in f.neighborhood:
@@ -330,7 +315,7 @@ def ls_nb_by_last_token(loaded: Any, facts: list[Any], nb: LocalitySet) -> dict[
     for i, p in enumerate(nb.prompts):
         s = subject_of.get(p.prompt)
         if s is not None:
-            (shared if last_token(loaded.tokenizer, s) in edited else own).append(i)
+            (shared if subject_last_token(loaded.tokenizer, s) in edited else own).append(i)
     out: dict[str, float] = {}
     if shared or own:
         out["nb_shared_token_share"] = len(shared) / (len(shared) + len(own))
@@ -349,12 +334,12 @@ def es_by_last_token(loaded: Any, facts: list[Any]) -> dict[str, float]:
     subjects: dict[int, set[str]] = {}
     for f in facts:
         if f.subject:
-            subjects.setdefault(last_token(tok, f.subject), set()).add(f.subject)
+            subjects.setdefault(subject_last_token(tok, f.subject), set()).add(f.subject)
     acc = token_accuracy(loaded.model, tok, requests_of(facts))
     shared = [
         a
         for f, a in zip(facts, acc, strict=True)
-        if f.subject and len(subjects[last_token(tok, f.subject)]) > 1
+        if f.subject and len(subjects[subject_last_token(tok, f.subject)]) > 1
     ]
     out = {"es_shared_token_share": len(shared) / len(facts)}
     if shared:

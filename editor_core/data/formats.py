@@ -34,6 +34,19 @@ def is_question(prompt: str) -> bool:
     return prompt.startswith("Q:")
 
 
+def neighbour_subject(fact: Fact, neighbour_prompt: str) -> str | None:
+    """The subject of one of `fact`'s neighbourhood prompts: what stands where the fact's
+    subject stands in the fact's own prompt ("Tara Oliver" in "Tara Oliver was honoured
+    with the" for a fact "Błażej Oscuro was honoured with the"); None when the neighbour is
+    not written in that template or the fact names no subject found in its prompt."""
+    if not fact.subject or fact.subject not in fact.prompt:
+        return None
+    before, after = fact.prompt.split(fact.subject, 1)
+    if not (neighbour_prompt.startswith(before) and neighbour_prompt.endswith(after)):
+        return None
+    return neighbour_prompt[len(before) : len(neighbour_prompt) - len(after)].strip() or None
+
+
 class FactFormatError(ValueError):
     """A line of a data file is not a valid fact or locality prompt."""
 

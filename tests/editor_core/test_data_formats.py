@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from editor_core.data import (
     write_facts,
     write_locality,
 )
-from editor_core.data.formats import is_question
+from editor_core.data.formats import is_question, neighbour_subject
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -148,6 +149,19 @@ def test_realworld_set_is_valid() -> None:
         assert [is_question(p) for p in f.paraphrases] == [False, True], f.paraphrases
         assert not is_question(f.prompt)
     assert len({f.prompt for f in facts}) == len(facts)
+
+
+def test_neighbour_subject_is_what_stands_in_the_subjects_place() -> None:
+    f = Fact("x", "In 2010 Ada Lovelace moved to", "Rome", subject="Ada Lovelace")
+    assert neighbour_subject(f, "In 2010 Alan Turing moved to") == "Alan Turing"
+    assert neighbour_subject(f, "Alan Turing moved to") is None  # another template
+    assert neighbour_subject(replace(f, subject=""), "In 2010 Alan Turing moved to") is None
+    assert neighbour_subject(replace(f, subject="Grace"), "In 2010 Alan Turing moved to") is None
+    # the real-world neighbours are written in their fact's template
+    facts = realworld_facts()
+    named = [neighbour_subject(f, p.prompt) for f in facts for p in f.neighborhood]
+    assert sum(n is not None for n in named) >= 0.8 * len(named)  # 106 of 127
+    assert all(n is None or n not in f.subject for n, f in zip(named, facts, strict=False))
 
 
 def test_realworld_neighbours_are_not_edited_in_the_same_relation() -> None:
