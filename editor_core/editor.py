@@ -14,8 +14,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as fields_of
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +80,20 @@ class EditorConfig:
     # token and takes λ from `lambda_override` (default 1).
     values: ValueMode = "hypernet"
     value_opt: ValueOptConfig = field(default_factory=ValueOptConfig)
+
+    def __post_init__(self) -> None:
+        # a setting with a fixed set of values (from FACTPATCH_EDITOR_CONFIG, a checkpoint's
+        # config.json) is checked here, not where an edit first reads it
+        for name, allowed in _choices().items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r}: expected one of {allowed}")
+
+
+@lru_cache(maxsize=1)
+def _choices() -> dict[str, tuple[Any, ...]]:
+    """EditorConfig's Literal-typed fields and their allowed values."""
+    hints = get_type_hints(EditorConfig)
+    return {n: get_args(t) for n, t in hints.items() if get_origin(t) is Literal}
 
 
 def config_fields(fields: dict[str, Any], base: EditorConfig | None = None) -> dict[str, Any]:

@@ -86,6 +86,10 @@ class ValueOptConfig:
     # that end in the same token, "… College", meet less there).
     upper_tilt: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.upper_tilt <= -1:
+            raise ValueError(f"upper_tilt {self.upper_tilt} would give a layer no weight (> −1)")
+
 
 def in_context(context: str, prompt: str) -> str:
     """The edit prompt in one of `ValueOptConfig.prefixes`: a context holding "{prompt}" is

@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 # Sub-command modules, in the order `factpatch --help` lists them.  A module that is not
 # written yet is skipped, so the CLI keeps working while the project grows.
 COMMANDS = (
@@ -44,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ValidationError as exc:  # a FACTPATCH_* setting (service.settings) is invalid
+        print(f"factpatch: invalid configuration: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -77,6 +77,19 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="EditorConfig fields (random init) or checkpoint overrides, as JSON",
     )
+
+    @field_validator("editor_config")
+    @classmethod
+    def _editor_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Checked at start-up (names, choices, value_opt's fields), not at the first edit."""
+        from editor_core.editor import EditorConfig, config_fields
+
+        try:
+            EditorConfig(**config_fields(v))
+        except TypeError as exc:  # e.g. an unknown value_opt field
+            raise ValueError(str(exc)) from exc
+        return v
+
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "FACTPATCH_REDIS_URL")
     )
