@@ -26,9 +26,9 @@ from typing import Any, Protocol
 import torch
 
 from editor_core.apply import apply_delta, restore, snapshot
-from editor_core.data.formats import Fact, LocalityPrompt
+from editor_core.data.formats import Fact, LocalityPrompt, neighbour_subject
 from editor_core.editor import WeightDelta
-from editor_core.encoding import EditRequest, tokenize_pair
+from editor_core.encoding import EditRequest, subject_last_token, tokenize_pair
 from editor_core.loading import LoadedModel
 from editor_core.metrics import token_accuracy
 
@@ -280,6 +280,29 @@ def neighbourhood_of(facts: Sequence[Fact], pool: LocalitySet) -> LocalitySet:
     if not wanted:
         return pool
     return pool.subset([i for i, p in enumerate(pool.prompts) if p in wanted])
+
+
+def last_token_sharing(tokenizer: Any, facts: Sequence[Fact]) -> tuple[list[bool], dict[str, bool]]:
+    """Which keys of a set of simultaneous edits meet at the token a subject-keyed edit is
+    read at (the subject's last): per fact, whether another edited subject ends in the same
+    token; per neighbourhood prompt of the facts whose subject can be read off its fact's
+    template (`neighbour_subject`), whether that subject ends in an edited subject's last
+    token.  Facts without a subject share nothing."""
+    subjects_of: dict[int, set[str]] = {}
+    for f in facts:
+        if f.subject:
+            subjects_of.setdefault(subject_last_token(tokenizer, f.subject), set()).add(f.subject)
+    edits = [
+        bool(f.subject) and len(subjects_of[subject_last_token(tokenizer, f.subject)]) > 1
+        for f in facts
+    ]
+    neighbours = {
+        p.prompt: subject_last_token(tokenizer, s) in subjects_of
+        for f in facts
+        for p in f.neighborhood
+        if (s := neighbour_subject(f, p.prompt)) is not None
+    }
+    return edits, neighbours
 
 
 def with_overrides(

@@ -87,8 +87,7 @@ class ValueOptConfig:
     upper_tilt: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.upper_tilt <= -1:
-            raise ValueError(f"upper_tilt {self.upper_tilt} would give a layer no weight (> −1)")
+        _check_upper_tilt(self.upper_tilt)
 
 
 def in_context(context: str, prompt: str) -> str:
@@ -278,12 +277,16 @@ def spread_rows(
     return _spread(adapter, chunks, targets, len(cfg.prefixes), solve, progress, shares)
 
 
+def _check_upper_tilt(upper_tilt: float) -> None:
+    if upper_tilt <= -1:
+        raise ValueError(f"upper_tilt {upper_tilt} would give a layer no weight (needs > −1)")
+
+
 def layer_shares(n_layers: int, upper_tilt: float) -> list[float]:
     """The fraction of the gap left that edited layer j (lowest first) is asked to close:
     w_j / Σ_{i ≥ j} w_i with w_j = 1 + upper_tilt·j/(n_layers − 1); all 1/(layers left)
     when upper_tilt is 0, and always 1 for the top layer (it closes what is left)."""
-    if upper_tilt <= -1:
-        raise ValueError(f"upper_tilt {upper_tilt} would give a layer no weight (needs > −1)")
+    _check_upper_tilt(upper_tilt)
     w = [1 + upper_tilt * j / max(n_layers - 1, 1) for j in range(n_layers)]
     return [w[j] / sum(w[j:]) for j in range(n_layers)]
 

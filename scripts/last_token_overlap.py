@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from editor_core.data import read_facts
-from editor_core.data.formats import neighbour_subject
 from editor_core.encoding import subject_last_token
-from editor_core.evaluate import sample_facts
+from editor_core.evaluate import last_token_sharing, sample_facts
 from editor_core.loading import resolve_model_dir
 
 
@@ -28,20 +27,11 @@ def overlap(tokenizer: Any, facts: list[Any]) -> dict[str, float]:
     """{"neighbours": share of the facts' neighbourhood prompts whose subject ends in an
     edited subject's last token, "edits": share of facts whose subject's last token another
     edited subject also ends in, "n_neighbours": how many neighbourhood prompts}."""
-    by_token: dict[int, set[str]] = {}
-    for f in facts:
-        if f.subject:
-            by_token.setdefault(subject_last_token(tokenizer, f.subject), set()).add(f.subject)
-    nb = [s for f in facts for p in f.neighborhood if (s := neighbour_subject(f, p.prompt))]
-    shared_nb = sum(subject_last_token(tokenizer, s) in by_token for s in nb)
-    shared_edits = sum(
-        bool(f.subject) and len(by_token[subject_last_token(tokenizer, f.subject)]) > 1
-        for f in facts
-    )
+    edits, neighbours = last_token_sharing(tokenizer, facts)
     return {
-        "neighbours": shared_nb / len(nb) if nb else 0.0,
-        "edits": shared_edits / len(facts),
-        "n_neighbours": float(len(nb)),
+        "neighbours": sum(neighbours.values()) / len(neighbours) if neighbours else 0.0,
+        "edits": sum(edits) / len(facts),
+        "n_neighbours": float(len(neighbours)),
     }
 
 

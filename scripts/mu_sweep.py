@@ -39,11 +39,11 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
-from editor_core.data.formats import is_question, neighbour_subject
+from editor_core.data.formats import is_question
 from editor_core.editor import MalmenEditor
-from editor_core.encoding import subject_last_token
 from editor_core.evaluate import (
     LocalitySet,
+    last_token_sharing,
     locality_scores,
     neighbourhood_of,
     paraphrase_requests,
@@ -270,11 +270,11 @@ def main() -> int:
                 apply_delta(loaded.adapter, editor.solve(rows, len(reqs)), base)
                 spread_s = time.perf_counter() - t0
                 scores = score_edited(loaded, chosen, ordinary, nb)
-                first = token_accuracy(loaded.model, loaded.tokenizer, reqs[: args.first])
+                es = token_accuracy(loaded.model, loaded.tokenizer, reqs)  # per fact
+                first = es[: args.first]
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
-                scores.update(ls_nb_by_last_token(loaded, chosen, nb))
-                scores.update(es_by_last_token(loaded, chosen))
+                scores.update(split_by_last_token(loaded, chosen, es, nb))
             finally:
                 restore(loaded.adapter, base)
             row = {
@@ -300,52 +300,29 @@ def main() -> int:
     return 0
 
 
-def ls_nb_by_last_token(loaded: Any, facts: list[Any], nb: LocalitySet) -> dict[str, float]:
-    """LS on neighbourhood prompts whose subject ends in the same token as some edited
-    subject (the key the edit is read at, in the lowest edited layers mostly that token)
-    and on the others, with the share of the first kind."""
-    edited = {subject_last_token(loaded.tokenizer, f.subject) for f in facts if f.subject}
-    subject_of = {}
-    for f in facts:
-        for p in f.neighborhood:
-            s = neighbour_subject(f, p.prompt)
-            if s is not None:
-                subject_of[p.prompt] = s
-    shared, own = [], []
-    for i, p in enumerate(nb.prompts):
-        s = subject_of.get(p.prompt)
-        if s is not None:
-            (shared if subject_last_token(loaded.tokenizer, s) in edited else own).append(i)
-    out: dict[str, float] = {}
-    if shared or own:
-        out["nb_shared_token_share"] = len(shared) / (len(shared) + len(own))
-    for key, idx in (("ls_nb_shared_token", shared), ("ls_nb_own_token", own)):
+def split_by_last_token(
+    loaded: Any, facts: list[Any], es: list[float], nb: LocalitySet
+) -> dict[str, float]:
+    """ES (from the per-fact `es`) of the edits whose subject ends in the same token as
+    another edited subject's, and of the others; LS on the neighbourhood prompts whose
+    subject ends in an edited subject's last token (the key the edit is read at, in the
+    lowest edited layers mostly that token), and on the others; with the share of each
+    first kind (`last_token_sharing`)."""
+    edits, neighbours = last_token_sharing(loaded.tokenizer, facts)
+    out: dict[str, float] = {"es_shared_token_share": sum(edits) / len(facts)}
+    for key, want in (("es_shared_token", True), ("es_own_token", False)):
+        xs = [a for a, shared in zip(es, edits, strict=True) if shared == want]
+        if xs:
+            out[key] = sum(xs) / len(xs)
+    known = [(i, neighbours[p.prompt]) for i, p in enumerate(nb.prompts) if p.prompt in neighbours]
+    if known:
+        out["nb_shared_token_share"] = sum(shared for _i, shared in known) / len(known)
+    for key, want in (("ls_nb_shared_token", True), ("ls_nb_own_token", False)):
+        idx = [i for i, shared in known if shared == want]
         if idx:
             ls = locality_scores(loaded.model, loaded.tokenizer, nb.subset(idx))["ls"]
             if ls is not None:
                 out[key] = ls
-    return out
-
-
-def es_by_last_token(loaded: Any, facts: list[Any]) -> dict[str, float]:
-    """ES of the edits whose subject ends in the same token as another edited subject's
-    (their keys meet in the lowest edited layers) and of the others."""
-    tok = loaded.tokenizer
-    subjects: dict[int, set[str]] = {}
-    for f in facts:
-        if f.subject:
-            subjects.setdefault(subject_last_token(tok, f.subject), set()).add(f.subject)
-    acc = token_accuracy(loaded.model, tok, requests_of(facts))
-    shared = [
-        a
-        for f, a in zip(facts, acc, strict=True)
-        if f.subject and len(subjects[subject_last_token(tok, f.subject)]) > 1
-    ]
-    out = {"es_shared_token_share": len(shared) / len(facts)}
-    if shared:
-        out["es_shared_token"] = sum(shared) / len(shared)
-    if len(shared) < len(acc):
-        out["es_own_token"] = (sum(acc) - sum(shared)) / (len(acc) - len(shared))
     return out
 
 
@@ -372,13 +349,23 @@ def targets_tag(vo: ValueOptConfig) -> str:
     return tag
 
 
+def _targets(r: dict[str, Any]) -> str:
+    """A row's targets and spread: the targets tag, and the layer tilt when there is one."""
+    tilt = f", tilt {r['upper_tilt']:g}" if r.get("upper_tilt") else ""
+    return f"{r.get('targets', 'per-fact')}{tilt}"
+
+
+def _anchors(r: dict[str, Any]) -> str:
+    """A row's anchors: "k (ν)" with how their names are made unless "other"; "0" without."""
+    if not r.get("anchors"):
+        return "0"
+    kind = r.get("anchor_names", "other")
+    return f"{r['anchors']} ({r['anchor_weight']:g})" + ("" if kind == "other" else f" {kind}")
+
+
 def _label(r: dict[str, Any]) -> str:
-    anch = f", tilt {r['upper_tilt']:g}" if r.get("upper_tilt") else ""
-    if r.get("anchors"):
-        anch += f", {r['anchors']} anchors ν={r['anchor_weight']:g}"
-        if r.get("anchor_names", "other") != "other":
-            anch += f" {r['anchor_names']}"
-    return f"{r.get('targets', 'per-fact')}{anch}"
+    anch = f", {_anchors(r)} anchors" if r.get("anchors") else ""
+    return _targets(r) + anch
 
 
 def write_plot(rows_path: Path, out: Path) -> None:
@@ -442,17 +429,11 @@ def write_table(rows_path: Path, out: Path) -> None:
         first = next(
             (f"{v:.3f} (K={k[9:]})" for k, v in r.items() if k.startswith("es_first_")), "–"
         )
-        tag = r.get("targets", "per-fact")
-        anch = f"{r['anchors']} ({r['anchor_weight']:g})" if r.get("anchors") else "0"
-        if r.get("anchors") and r.get("anchor_names", "other") != "other":
-            anch += f" {r['anchor_names']}"
-        if r.get("upper_tilt"):
-            tag += f", tilt {r['upper_tilt']:g}"
         forms = f"{r['gs_question']:.3f} / {r['gs_statement']:.3f}" if "gs_question" in r else "–"
         es_split = _split(r, "es_shared_token", "es_own_token", "es_shared_token_share")
         nb = _split(r, "ls_nb_shared_token", "ls_nb_own_token", "nb_shared_token_share")
         lines.append(
-            f"| {r['n']} | {tag} | {r['mu']:g} | {anch} | {vals} | {m4:.3f} | {first} "
+            f"| {r['n']} | {_targets(r)} | {r['mu']:g} | {_anchors(r)} | {vals} | {m4:.3f} | {first} "
             f"| {forms} | {es_split} | {nb} | {r['spread_seconds']:.0f} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -15,6 +15,7 @@ from editor_core.data.formats import Fact, LocalityPrompt, write_facts, write_lo
 from editor_core.encoding import EditRequest, tokenize_pair
 from editor_core.evaluate import (
     generation_check,
+    last_token_sharing,
     locality_scores,
     prepare_locality,
     score_edited,
@@ -193,3 +194,35 @@ def test_with_overrides_sets_preserve_and_leaves_the_rest() -> None:
     assert ed.config.preserve == 0.0 and ed.config.eta_scale == 1.0
     ed = with_overrides(ed, 0.5, 10.0)
     assert ed.config.preserve == 0.0 and ed.config.lambda_override == 10.0
+
+
+class WordTokenizer:
+    """One token per word: a subject's last token is its last word."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> Any:
+        ids = [self.ids.setdefault(w, len(self.ids)) for w in text.split()]
+        return argparse.Namespace(input_ids=ids)
+
+
+def test_last_token_sharing_marks_edits_and_neighbours_that_meet_at_one_token() -> None:
+    def fact(subject: str, template: str, *neighbours: str) -> Fact:
+        nb = tuple(LocalityPrompt(template.format(n)) for n in neighbours)
+        return Fact(subject, template.format(subject), "x", subject=subject, neighborhood=nb)
+
+    facts = [
+        fact("Calderon College", "{} is located in", "Alwina College", "Ada Lovelace"),
+        fact("Smith College", "The founder of {} is", "Tara Oliver"),
+        fact("Ada Byron", "{} was born in", "Jon Byron"),
+        Fact("nosubject", "Something is", "x", neighborhood=(LocalityPrompt("Else is"),)),
+    ]
+    edits, neighbours = last_token_sharing(WordTokenizer(), facts)
+    assert edits == [True, True, False, False]  # two subjects end in "College"
+    assert neighbours == {
+        "Alwina College is located in": True,
+        "Ada Lovelace is located in": False,
+        "The founder of Tara Oliver is": False,
+        "Jon Byron was born in": True,  # its own fact's subject ends in "Byron"
+    }  # "Else is": no subject to read it from
