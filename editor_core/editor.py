@@ -106,13 +106,16 @@ def config_fields(fields: dict[str, Any], base: EditorConfig | None = None) -> d
     if unknown:
         raise ValueError(f"unknown editor settings {unknown} (known: {sorted(known)})")
     base = base or EditorConfig()
-    if isinstance(out.get("hyper"), dict):
-        out["hyper"] = replace(base.hyper, **out["hyper"])
-    if isinstance(out.get("value_opt"), dict):
-        vo = dict(out["value_opt"])
-        if "prefixes" in vo:
-            vo["prefixes"] = tuple(vo["prefixes"])
-        out["value_opt"] = replace(base.value_opt, **vo)
+    for group in ("hyper", "value_opt"):
+        if isinstance(out.get(group), dict):
+            part = dict(out[group])
+            current = getattr(base, group)
+            extra = sorted(set(part) - {f.name for f in fields_of(current)})
+            if extra:
+                raise ValueError(f"unknown {group} settings {extra}")
+            if "prefixes" in part:
+                part["prefixes"] = tuple(part["prefixes"])
+            out[group] = replace(current, **part)
     return out
 
 

@@ -84,10 +84,7 @@ class Settings(BaseSettings):
         """Checked at start-up (names, choices, value_opt's fields), not at the first edit."""
         from editor_core.editor import EditorConfig, config_fields
 
-        try:
-            EditorConfig(**config_fields(v))
-        except TypeError as exc:  # e.g. an unknown value_opt field
-            raise ValueError(str(exc)) from exc
+        EditorConfig(**config_fields(v))  # ValueError names what is wrong
         return v
 
     redis_url: str | None = Field(

@@ -14,7 +14,8 @@ from service.settings import Settings
     [
         ({"anchor_names": "nearby"}, "anchor_names 'nearby'"),
         ({"key_position": "end"}, "key_position 'end'"),
-        ({"value_opt": {"tilt": 2}}, "'tilt'"),
+        ({"value_opt": {"tilt": 2}}, "unknown value_opt settings ['tilt']"),
+        ({"hyper": {"width": 2}}, "unknown hyper settings ['width']"),
         ({"value_opt": {"upper_tilt": -1}}, "upper_tilt -1"),
         ({"no_such_setting": 1}, "unknown editor settings ['no_such_setting']"),
     ],
