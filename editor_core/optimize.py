@@ -85,9 +85,17 @@ class ValueOptConfig:
     # layers, where a subject's last token carries more of what came before it (subjects
     # that end in the same token, "… College", meet less there).
     upper_tilt: float = 0.0
+    # Refinement: once spread and solved, the edited model's residual at each fact's keyed
+    # token falls short of its target (the prior and the other facts' rows pull the solve
+    # away from every row).  refine > 0 re-spreads from the base weights with each target
+    # moved past itself by refine × that shortfall, so the facts that fell furthest short
+    # ask for most (one more forward pass and spread).  0: one spread.
+    refine: float = 0.0
 
     def __post_init__(self) -> None:
         _check_upper_tilt(self.upper_tilt)
+        if self.refine < 0:
+            raise ValueError(f"refine {self.refine} must be ≥ 0")
 
 
 def in_context(context: str, prompt: str) -> str:
@@ -274,7 +282,28 @@ def spread_rows(
     device = next(adapter.model.parameters()).device
     targets = [z[s : s + cfg.batch_facts].flatten(0, 1).to(device) for s in starts]  # (B, H)
     shares = layer_shares(len(adapter.names), cfg.upper_tilt)
-    return _spread(adapter, chunks, targets, len(cfg.prefixes), solve, progress, shares)
+    n_var = len(cfg.prefixes)
+    keys, values, shifts = _spread(adapter, chunks, targets, n_var, solve, progress, shares)
+    if cfg.refine > 0:
+        reached = [_residual_at_top(adapter, c, shifts) for c in chunks]
+        targets = [t + cfg.refine * (t - r) for t, r in zip(targets, reached, strict=True)]
+        keys, values, _ = _spread(adapter, chunks, targets, n_var, solve, progress, shares)
+    return keys, values
+
+
+def _residual_at_top(
+    adapter: ModelAdapter, chunk: _Chunk, shifts: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """(B, H) the residual after the last edited layer at the chunk's keyed positions, with
+    `shifts` applied."""
+    block = adapter.blocks()[adapter.layers[-1]]
+    with (
+        torch.no_grad(),
+        shifted(adapter, shifts),
+        _at_block(block, chunk.rows, chunk.pos, None) as seen,
+    ):
+        _run_to_block(adapter.model, chunk.batch)
+    return seen["z"]
 
 
 def _check_upper_tilt(upper_tilt: float) -> None:
@@ -400,8 +429,9 @@ def _spread(
     solve: SolveFn,
     progress: bool,
     shares: Sequence[float],
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(keys, values) per module: (F, d_in), (F, d_out), F = facts over all chunks;
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(keys, values, shifts) per module: (F, d_in), (F, d_out), F = facts over all chunks,
+    and the solved shifts;
     `targets[i]` (B_i, H): chunk i's residual after the last edited layer, as it should be;
     layer j asks for `shares[j]` of the gap left (`layer_shares`)."""
     model = adapter.model
@@ -425,7 +455,7 @@ def _spread(
         keys[name] = torch.cat(ks)
         values[name] = torch.cat(gaps) * shares[j]
         shifts[name] = solve(name, keys[name], values[name])
-    return keys, values
+    return keys, values, shifts
 
 
 def _adam_on_residual(

@@ -22,6 +22,7 @@ import argparse
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,28 +54,49 @@ def keys_at(model, tokenizer, layers, items: list[tuple[str, int | None]]) -> to
     return torch.stack(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def geometry_parser(doc: str, n: int, ordinary: int, out: str) -> argparse.ArgumentParser:
+    """The options this script and collision_geometry.py share."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--facts", type=Path, default=Path("data/facts/val.jsonl"))
-    ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--ordinary", type=int, default=400, help="ordinary prompts for C")
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--ordinary", type=int, default=ordinary, help="prompts for C")
     ap.add_argument("--eps", type=float, default=1e-2, help="ε as a fraction of tr(C)/d")
     ap.add_argument("--data-dir", type=Path, default=Path("data"))
-    ap.add_argument("--out", type=Path, default=Path("out/key_geometry.json"))
+    ap.add_argument("--out", type=Path, default=Path(out))
     ap.add_argument("--plot", type=Path, default=None)
-    args = ap.parse_args()
+    return ap
 
-    from tqdm import tqdm
 
+def load_default(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict]]:
+    """(model, tokenizer, its blocks, the facts of --facts): the default model in fp32."""
     from editor_core.config import ModelSpec
-    from editor_core.data.formats import is_question
-    from editor_core.encoding import subject_token_index
     from editor_core.loading import load_model
 
     loaded = load_model(ModelSpec(source="smollm2-135m-instruct", dtype="float32"), args.data_dir)
-    model, tok = loaded.model, loaded.tokenizer
-    layers = model.model.layers
     facts = [json.loads(x) for x in args.facts.read_text().splitlines() if x.strip()]
+    return loaded.model, loaded.tokenizer, loaded.model.model.layers, facts
+
+
+def one_fact_edits(
+    ko: torch.Tensor, ke: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W (d_in, n), the edit prompts' own responses (n,)): w = (C + εI)⁻¹ u_e per edit key
+    (rows of `ke`), C = E[kkᵀ] over the keys `ko`, ε a fraction of tr(C)/d."""
+    C = ko.T @ ko / ko.shape[0]
+    C += eps * C.trace() / C.shape[0] * torch.eye(C.shape[0], dtype=C.dtype)
+    W = torch.linalg.solve(C, ke.T)
+    return W, (ke * W.T).sum(1)
+
+
+def main() -> None:
+    args = geometry_parser(__doc__, 300, 400, "out/key_geometry.json").parse_args()
+
+    from tqdm import tqdm
+
+    from editor_core.data.formats import is_question
+    from editor_core.encoding import subject_token_index
+
+    model, tok, layers, facts = load_default(args)
     random.Random(0).shuffle(facts)
     facts = [f for f in facts if f.get("subject") and f.get("neighborhood")][: args.n]
 
@@ -131,10 +153,7 @@ def main() -> None:
             "ordinary": [],
         }
         for layer in range(len(layers)):
-            C = ko[:, layer].double().T @ ko[:, layer].double() / ko.shape[0]
-            C += args.eps * C.trace() / C.shape[0] * torch.eye(C.shape[0], dtype=C.dtype)
-            W = torch.linalg.solve(C, ke[:, layer].double().T)  # (d_in, n)
-            self_resp = (ke[:, layer].double() * W.T).sum(1)  # (n,)
+            W, self_resp = one_fact_edits(ko[:, layer].double(), ke[:, layer].double(), args.eps)
             para_resp = (kp[:, layer].double() * W.T).sum(1) / self_resp  # (n,)
             rows["paraphrase"].append(float(para_resp.mean()))
             rows["paraphrase_statement"].append(float(para_resp[~first_is_q].mean()))

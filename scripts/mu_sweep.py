@@ -106,6 +106,13 @@ def main() -> int:
         "0 = MEMIT's equal shares)",
     )
     p.add_argument(
+        "--refine",
+        type=float,
+        default=None,
+        help="re-spread once with each target moved past itself by this × the shortfall the "
+        "first solve left (value_opt.refine; 0 = one spread)",
+    )
+    p.add_argument(
         "--anchor-names",
         choices=get_args(AnchorNames),
         default=None,
@@ -191,6 +198,7 @@ def main() -> int:
                     r.get("anchor_weight", 1.0),
                     r.get("anchor_names", "other"),
                     r.get("upper_tilt", 0.0),
+                    r.get("refine", 0.0),
                 )
             )
 
@@ -221,6 +229,7 @@ def main() -> int:
         "steps": args.value_steps,
         "max_norm": args.value_max_norm,
         "upper_tilt": args.upper_tilt,
+        "refine": args.refine,
     }
     if args.prefixes is not None:
         vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
@@ -259,8 +268,8 @@ def main() -> int:
         nb = neighbourhood_of(chosen, neighbours)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
-            tilt = cfg.value_opt.upper_tilt
-            if (n, mu, tag, cfg.anchors, cfg.anchor_weight, cfg.anchor_names, tilt) in done:
+            tilt, refine = cfg.value_opt.upper_tilt, cfg.value_opt.refine
+            if (n, mu, tag, cfg.anchors, cfg.anchor_weight, cfg.anchor_names, tilt, refine) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
                 continue
             editor.config = replace(base_cfg, preserve=mu)
@@ -286,6 +295,7 @@ def main() -> int:
                 "anchor_weight": editor.config.anchor_weight,
                 "anchor_names": editor.config.anchor_names,
                 "upper_tilt": editor.config.value_opt.upper_tilt,
+                "refine": editor.config.value_opt.refine,
                 "prior_rank": args.prior_rank,
                 **scores,
                 "spread_seconds": spread_s,
@@ -352,7 +362,8 @@ def targets_tag(vo: ValueOptConfig) -> str:
 def _targets(r: dict[str, Any]) -> str:
     """A row's targets and spread: the targets tag, and the layer tilt when there is one."""
     tilt = f", tilt {r['upper_tilt']:g}" if r.get("upper_tilt") else ""
-    return f"{r.get('targets', 'per-fact')}{tilt}"
+    refine = f", refine {r['refine']:g}" if r.get("refine") else ""
+    return f"{r.get('targets', 'per-fact')}{tilt}{refine}"
 
 
 def _anchors(r: dict[str, Any]) -> str:
