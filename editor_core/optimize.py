@@ -47,6 +47,7 @@ from torch import nn
 from editor_core.adapters import ModelAdapter
 from editor_core.encoding import EditBatch, EditRequest, encode_edits
 from editor_core.hooks import shifted
+from editor_core.loading import bf16_is_fast
 from editor_core.progress import bar
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ class ValueOptConfig:
     max_norm: float = 2.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
     # Contexts: a prefix, or a frame with a "{prompt}" slot (e.g. "Q: {prompt}? A:").
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES
-    bf16: bool = True  # bf16 autocast for the Adam steps only (keys, spread, solve: model dtype)
+    # bf16 autocast for the Adam steps only (keys, spread, solve: model dtype), on devices
+    # where it is fast (`bf16_is_fast`: CUDA, a CPU with AVX-512 BF16 or AMX); elsewhere the
+    # steps run in the model's dtype, since emulated bf16 is ~80× slower than float32.
+    bf16: bool = True
     batch_facts: int = 32  # facts optimised together (memory only; results do not depend on it)
     # Facts that name the same subject share one δ, optimised on their mean loss: their
     # keys (the subject's last token) are nearly the same, so separate δs would ask the
@@ -489,6 +493,7 @@ def _adam_on_residual(
     variant_rows = torch.arange(n_facts * n_var, device=device).view(n_facts, n_var)
     local = torch.full((n_groups,), -1, dtype=torch.long, device=device)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
+    use_bf16 = cfg.bf16 and bf16_is_fast(device)
     for step in range(cfg.steps + 1):
         gidx = active.nonzero()[:, 0]  # (A,) groups still moving
         local[gidx] = torch.arange(gidx.shape[0], device=device)
@@ -506,7 +511,7 @@ def _adam_on_residual(
         rows = torch.arange(sel.shape[0], device=device)
         with (
             torch.no_grad(),
-            torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16),
+            torch.autocast(device.type, torch.bfloat16, enabled=use_bf16),
             _at_block(block, rows, pos[sel], add, enable_grad=True),
         ):
             nll = target_nll_per_row(model, sub).view(-1, n_var).mean(1)  # (Fa,)

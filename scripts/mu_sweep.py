@@ -137,6 +137,13 @@ def main() -> int:
         help="Adam steps per subject group for the residual targets (value_opt.steps)",
     )
     p.add_argument(
+        "--value-stop-loss",
+        type=float,
+        default=None,
+        help="a subject group's Adam steps stop once its mean target NLL is below this "
+        "(value_opt.stop_loss): a higher one asks for a smaller residual change",
+    )
+    p.add_argument(
         "--value-max-norm",
         type=float,
         default=None,
@@ -228,6 +235,7 @@ def main() -> int:
     vo_knobs: dict[str, Any] = {
         "steps": args.value_steps,
         "max_norm": args.value_max_norm,
+        "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
         "refine": args.refine,
     }
@@ -355,6 +363,8 @@ def targets_tag(vo: ValueOptConfig) -> str:
     tag = ("grouped" if vo.group_subjects else "per-fact") + f", {vo.steps} steps"
     if vo.max_norm != default.max_norm:
         tag += f", max_norm {vo.max_norm:g}"
+    if vo.stop_loss != default.stop_loss:
+        tag += f", stop {vo.stop_loss:g}"
     tag += f", {len(vo.prefixes)} prefixes {zlib.crc32('|'.join(vo.prefixes).encode()):08x}"
     return tag
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from editor_core import ModelSpec, load_model
-from editor_core.loading import DEFAULT_MODEL, find_default_gguf
+from editor_core.loading import DEFAULT_MODEL, bf16_is_fast, find_default_gguf
 
 DATA_DIR = Path(os.environ.get("FACTPATCH_DATA_DIR", "data"))
 CONVERTED = DATA_DIR / "models" / DEFAULT_MODEL
@@ -54,3 +54,15 @@ def test_default_model_knows_the_capital_of_france(default_model) -> None:
         out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     completion = tok.decode(out[0, ids["input_ids"].shape[1] :])
     assert completion.startswith(" Paris"), completion
+
+
+def test_bf16_autocast_only_where_the_hardware_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AVX2-only CPU emulates bf16 (~80× slower than float32): value optimisation keeps
+    float32 there, and uses bf16 on CUDA or a CPU with AVX-512 BF16 / AMX."""
+
+    assert bf16_is_fast(torch.device("cuda"))
+    assert not bf16_is_fast(torch.device("meta"))
+    for avx512_bf16, amx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert bf16_is_fast(torch.device("cpu")) == (avx512_bf16 or amx)
