@@ -93,7 +93,9 @@ class ValueOptConfig:
     # token falls short of its target (the prior and the other facts' rows pull the solve
     # away from every row).  refine > 0 re-spreads from the base weights with each target
     # moved past itself by refine × that shortfall, so the facts that fell furthest short
-    # ask for most (one more forward pass and spread).  0: one spread.
+    # ask for most (one more forward pass and spread).  0: one spread.  Measured level or
+    # worse on validation (docs/val_optimise.md, eleventh session): the shortfall is not what
+    # limits ES there.
     refine: float = 0.0
 
     def __post_init__(self) -> None:
