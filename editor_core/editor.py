@@ -113,8 +113,6 @@ def config_fields(fields: dict[str, Any], base: EditorConfig | None = None) -> d
             extra = sorted(set(part) - {f.name for f in fields_of(current)})
             if extra:
                 raise ValueError(f"unknown {group} settings {extra}")
-            if "prefixes" in part:
-                part["prefixes"] = tuple(part["prefixes"])
             out[group] = replace(current, **part)
     return out
 

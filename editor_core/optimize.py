@@ -99,6 +99,8 @@ class ValueOptConfig:
     refine: float = 0.0
 
     def __post_init__(self) -> None:
+        # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
+        object.__setattr__(self, "prefixes", tuple(self.prefixes))
         _check_upper_tilt(self.upper_tilt)
         if self.refine < 0:
             raise ValueError(f"refine {self.refine} must be ≥ 0")

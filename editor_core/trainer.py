@@ -33,6 +33,7 @@ from editor_core.checkpoint import (
 from editor_core.editor import MalmenEditor, target_loss_sum
 from editor_core.encoding import EditRequest, encode_edits
 from editor_core.hooks import grad_from, shifted
+from editor_core.loading import bf16_is_fast
 from editor_core.metrics import agreement, encode_locality, locality_argmax, token_accuracy
 from editor_core.progress import bar as progress_bar
 from editor_core.solve import ridge_backward, ridge_solve
@@ -92,6 +93,13 @@ class MalmenTrainer:
             val,
             cfg,
         )
+        if (cfg.bf16_frozen or cfg.bf16_all) and not bf16_is_fast(editor.device):
+            log.warning(
+                "bf16 autocast was asked for, but %s has no fast bf16 (no AVX-512 BF16 or "
+                "AMX): torch emulates it, ~80× slower than float32; turn bf16_frozen/bf16_all "
+                "(--bf16-frozen/--bf16-all) off here",
+                editor.device,
+            )
         # The cache pass and validation use the editor's batching; align it with cfg.
         editor.config = replace(
             editor.config, lm_batch_size=cfg.lm_batch_size, hyper_chunk=cfg.hyper_chunk

@@ -115,7 +115,7 @@ def main() -> None:
             para = f["paraphrases"][0]
             question = next((q for q in f["paraphrases"] if is_question(q)), None)
             nb = f["neighborhood"][0]["prompt"]
-            nb_subj = neighbour_subject(f["prompt"], subj, nb)
+            nb_subj = neighbour_subject(f, nb)
             if where == "last":
                 pe, pp, pn, pq = None, None, None, None
             else:
@@ -201,16 +201,15 @@ def main() -> None:
     print(f"written {args.out}")
 
 
-def neighbour_subject(prompt: str, subject: str, neighbour: str) -> str | None:
-    """The other subject of a neighbourhood prompt (same template), or None."""
-    i = prompt.find(subject)
-    if i < 0:
-        return None
-    prefix, suffix = prompt[:i], prompt[i + len(subject) :]
-    if neighbour.startswith(prefix) and neighbour.endswith(suffix):
-        other = neighbour[len(prefix) : len(neighbour) - len(suffix)]
-        return other or None
-    return None
+def neighbour_subject(fact: dict, neighbour: str) -> str | None:
+    """The other subject of one of a raw fact's neighbourhood prompts (same template), or
+    None (`editor_core.data.formats.neighbour_subject`)."""
+    from editor_core.data.formats import Fact
+    from editor_core.data.formats import neighbour_subject as of_fact
+
+    return of_fact(
+        Fact(id="", prompt=fact["prompt"], target="", subject=fact["subject"]), neighbour
+    )
 
 
 def _subject_prompts(facts: list[dict]) -> list[tuple[str, str]]:
@@ -218,7 +217,7 @@ def _subject_prompts(facts: list[dict]) -> list[tuple[str, str]]:
     out = []
     for f in facts:
         for nb in f.get("neighborhood") or []:
-            other = neighbour_subject(f["prompt"], f["subject"], nb["prompt"])
+            other = neighbour_subject(f, nb["prompt"])
             if other:
                 out.append((nb["prompt"], other))
         out.append((f["prompt"], f["subject"]))

@@ -196,18 +196,7 @@ def main() -> int:
     if rows_path.exists():
         for line in rows_path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            done.add(
-                (
-                    r["n"],
-                    r["mu"],
-                    r.get("targets", "per-fact"),
-                    r.get("anchors", 0),
-                    r.get("anchor_weight", 1.0),
-                    r.get("anchor_names", "other"),
-                    r.get("upper_tilt", 0.0),
-                    r.get("refine", 0.0),
-                )
-            )
+            done.add(setting_key(r))
 
     loaded = load_model(
         ModelSpec(
@@ -276,8 +265,17 @@ def main() -> int:
         nb = neighbourhood_of(chosen, neighbours)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
-            tilt, refine = cfg.value_opt.upper_tilt, cfg.value_opt.refine
-            if (n, mu, tag, cfg.anchors, cfg.anchor_weight, cfg.anchor_names, tilt, refine) in done:
+            setting = {
+                "n": n,
+                "mu": mu,
+                "targets": tag,
+                "anchors": cfg.anchors,
+                "anchor_weight": cfg.anchor_weight,
+                "anchor_names": cfg.anchor_names,
+                "upper_tilt": cfg.value_opt.upper_tilt,
+                "refine": cfg.value_opt.refine,
+            }
+            if setting_key(setting) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
                 continue
             editor.config = replace(base_cfg, preserve=mu)
@@ -295,15 +293,8 @@ def main() -> int:
             finally:
                 restore(loaded.adapter, base)
             row = {
-                "n": n,
-                "mu": mu,
+                **setting,
                 "mu_effective": editor.preserve_weight(n),
-                "targets": tag,
-                "anchors": editor.config.anchors,
-                "anchor_weight": editor.config.anchor_weight,
-                "anchor_names": editor.config.anchor_names,
-                "upper_tilt": editor.config.value_opt.upper_tilt,
-                "refine": editor.config.value_opt.refine,
                 "prior_rank": args.prior_rank,
                 **scores,
                 "spread_seconds": spread_s,
@@ -369,8 +360,23 @@ def targets_tag(vo: ValueOptConfig) -> str:
     return tag
 
 
+def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a row a different measurement (rows written before a setting existed
+    read as its default)."""
+    return (
+        r["n"],
+        r["mu"],
+        r.get("targets", "per-fact"),
+        r.get("anchors", 0),
+        r.get("anchor_weight", 1.0),
+        r.get("anchor_names", "other"),
+        r.get("upper_tilt", 0.0),
+        r.get("refine", 0.0),
+    )
+
+
 def _targets(r: dict[str, Any]) -> str:
-    """A row's targets and spread: the targets tag, and the layer tilt when there is one."""
+    """A row's targets and spread: the targets tag, and the tilt and refinement when set."""
     tilt = f", tilt {r['upper_tilt']:g}" if r.get("upper_tilt") else ""
     refine = f", refine {r['refine']:g}" if r.get("refine") else ""
     return f"{r.get('targets', 'per-fact')}{tilt}{refine}"

@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     from editor_core.config import ModelSpec
     from editor_core.editor import EditorConfig, MalmenEditor
     from editor_core.hypernet import HyperConfig
-    from editor_core.loading import bf16_is_fast, load_model
+    from editor_core.loading import load_model
     from editor_core.preserve import DEFAULT_PRIOR_RANK
     from editor_core.trainer import MalmenTrainer, TrainConfig, read_train_examples
 
@@ -260,12 +260,6 @@ def run(args: argparse.Namespace) -> int:
         subject = args.key_position == "subject"
         editor.key_prior = estimate_prior(
             loaded, args, subject, args.prior_rank or DEFAULT_PRIOR_RANK, tail=False
-        )
-    if (args.bf16_frozen or args.bf16_all) and not bf16_is_fast(editor.device):
-        log.warning(
-            "bf16 autocast was asked for, but %s has no fast bf16 (no AVX-512 BF16 or AMX): "
-            "torch emulates it, ~80× slower than float32; drop --bf16-frozen/--bf16-all here",
-            editor.device,
         )
     cfg = TrainConfig(
         n_edits=args.n_edits,
