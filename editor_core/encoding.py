@@ -124,23 +124,36 @@ def subject_last_token(tokenizer: PreTrainedTokenizerBase, subject: str) -> int:
     return int(tokenizer(" " + subject.strip(), add_special_tokens=False).input_ids[-1])
 
 
-def subject_token_index(
+def subject_token_indices(
     tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str | None
-) -> int | None:
-    """Index (in the prompt's own token ids) of the last token overlapping the subject's
-    last occurrence in the prompt (as `subject_span` finds it), or None when there is none."""
+) -> list[int]:
+    """Indices (in the prompt's own token ids) of the tokens overlapping the subject's last
+    occurrence in the prompt (as `subject_span` finds it), in order; [] when there is none."""
     pattern = subject_span(prompt, subject or "")
     if pattern is None:
-        return None
+        return []
     start, end = list(pattern.finditer(prompt))[-1].span()
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
-        hits = [
+        return [
             i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start
         ]
-        return hits[-1] if hits else None
-    # slow tokenizers: the tokens of the prompt up to the subject's end
-    return len(tokenizer(prompt[:end], add_special_tokens=True)["input_ids"]) - 1
+    # slow tokenizers: the tokens of the prompt up to the subject's start and end
+    first = len(tokenizer(prompt[:start], add_special_tokens=True)["input_ids"])
+    last = len(tokenizer(prompt[:end], add_special_tokens=True)["input_ids"]) - 1
+    return list(range(min(first, last), last + 1))
+
+
+def subject_token_index(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str | None, which: int = -1
+) -> int | None:
+    """Index (in the prompt's own token ids) of one of the subject's tokens in the prompt —
+    `which` counts them as a list index does (−1 the last, −2 the one before it), clamped to
+    the first token for a shorter subject — or None when the subject is not in the prompt."""
+    hits = subject_token_indices(tokenizer, prompt, subject)
+    if not hits:
+        return None
+    return hits[max(which, -len(hits))] if which < 0 else hits[min(which, len(hits) - 1)]
 
 
 def encode_edits(
@@ -148,9 +161,11 @@ def encode_edits(
     requests: Sequence[EditRequest],
     max_length: int | None = None,
     key_position: KeyPosition = "predict",
+    subject_token: int = -1,
 ) -> EditBatch:
     """Tokenise edit pairs into one right-padded batch with shifted labels (and, with
-    key_position "subject", a key mask at each subject's last token)."""
+    key_position "subject", a key mask at one token of each subject: `subject_token` −1 its
+    last, −2 the one before, as in `subject_token_index`)."""
     if not requests:
         raise ValueError("no edit requests")
     rows: list[tuple[list[int], list[int]]] = []
@@ -179,7 +194,7 @@ def encode_edits(
     if key_position == "subject":
         key_mask = batch.predict_mask.clone()
         for b, r in enumerate(requests):
-            i = subject_token_index(tokenizer, r.prompt, r.subject)
+            i = subject_token_index(tokenizer, r.prompt, r.subject, subject_token)
             if i is not None and i < len(rows[b][0]):
                 key_mask[b] = False
                 key_mask[b, i] = True

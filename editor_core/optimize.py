@@ -97,6 +97,12 @@ class ValueOptConfig:
     # worse on validation (docs/val_optimise.md, eleventh session): the shortfall is not what
     # limits ES there.
     refine: float = 0.0
+    # Which of the subject's tokens the edit is keyed at, counted as a list index counts
+    # (−1 its last token, ROME/MEMIT's position; −2 the one before it, clamped to the first
+    # for a shorter subject).  Subjects that end in the same token ("… College") share much
+    # of their last token's key at every layer (scripts/collision_geometry.py); the token
+    # before it has read the subject's distinctive start and not the shared ending.
+    subject_token: int = -1
 
     def __post_init__(self) -> None:
         # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
@@ -398,7 +404,13 @@ def _encode_chunk(
         for r in requests
         for p in cfg.prefixes
     ]
-    batch = encode_edits(tokenizer, variants, max_length, "subject").to(device)  # type: ignore[arg-type]
+    batch = encode_edits(
+        tokenizer,  # type: ignore[arg-type]
+        variants,
+        max_length,
+        "subject",
+        cfg.subject_token,
+    ).to(device)
     rows = torch.arange(len(variants), device=device)
     return _Chunk(batch, rows, key_positions(batch), len(requests))
 

@@ -144,6 +144,12 @@ def main() -> int:
         "(value_opt.stop_loss): a higher one asks for a smaller residual change",
     )
     p.add_argument(
+        "--subject-token",
+        type=int,
+        default=None,
+        help="which subject token the edit is keyed at (-1 the last, -2 the one before)",
+    )
+    p.add_argument(
         "--value-max-norm",
         type=float,
         default=None,
@@ -227,6 +233,7 @@ def main() -> int:
         "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
         "refine": args.refine,
+        "subject_token": args.subject_token,
     }
     if args.prefixes is not None:
         vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
@@ -356,6 +363,8 @@ def targets_tag(vo: ValueOptConfig) -> str:
         tag += f", max_norm {vo.max_norm:g}"
     if vo.stop_loss != default.stop_loss:
         tag += f", stop {vo.stop_loss:g}"
+    if vo.subject_token != default.subject_token:
+        tag += f", subject token {vo.subject_token}"
     tag += f", {len(vo.prefixes)} prefixes {zlib.crc32('|'.join(vo.prefixes).encode()):08x}"
     return tag
 

@@ -78,12 +78,18 @@ def test_optimised_edits_land_and_the_model_is_restored() -> None:
         assert torch.equal(a[0], b[0]), n
 
 
-def test_keys_are_the_subject_token_inputs() -> None:
+@pytest.mark.parametrize("which", [-1, -2])
+def test_keys_are_the_subject_token_inputs(which: int) -> None:
     loaded = tiny_loaded(layers=3, edit=(0, 1))
-    reqs = distinct_subject_facts(2, seed=3)
-    rows = optimising(loaded).compute_rows(reqs)
-    batch = encode_edits(loaded.tokenizer, reqs, key_position="subject")
+    reqs = [  # two-word subjects, so the last token and the one before it differ
+        EditRequest("The paris tower of located is", "london", "paris tower"),
+        EditRequest("The madrid company is founded in", "tower", "madrid company"),
+    ]
+    rows = optimising(loaded, value_opt=replace(OPT, subject_token=which)).compute_rows(reqs)
+    batch = encode_edits(loaded.tokenizer, reqs, key_position="subject", subject_token=which)
     pos = key_positions(batch)
+    last = key_positions(encode_edits(loaded.tokenizer, reqs, key_position="subject"))
+    assert bool((pos == last).all()) == (which == -1)
     seen = {}
 
     def grab(name):

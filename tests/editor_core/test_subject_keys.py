@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from editor_core import EditRequest
-from editor_core.encoding import encode_edits, subject_token_index
+from editor_core.encoding import encode_edits, subject_token_index, subject_token_indices
 from editor_core.joint import EditLedger, split_rows
 from tests.editor_core.test_anchors import subject_facts
 from tests.editor_core.test_editor import editor_for, full_autograd, tiny_loaded
@@ -37,6 +37,28 @@ def test_subject_token_index_is_the_last_subject_token() -> None:
     assert subject_token_index(tok, twice, "France") == subject_token_index(
         tok, twice[:-3], "France"
     )
+
+
+def test_subject_token_index_counts_the_subject_tokens_like_a_list_index() -> None:
+    tok = tiny_loaded().tokenizer
+    prompt = "The Eiffel Tower is in"
+    ids = tok(prompt)["input_ids"]
+    hits = subject_token_indices(tok, prompt, "Eiffel Tower")
+    assert len(hits) >= 2 and hits == list(range(hits[0], hits[-1] + 1))
+    assert tok.decode(ids[hits[0] : hits[-1] + 1]).strip() == "Eiffel Tower"
+    assert subject_token_index(tok, prompt, "Eiffel Tower") == hits[-1]
+    assert subject_token_index(tok, prompt, "Eiffel Tower", -2) == hits[-2]
+    assert subject_token_index(tok, prompt, "Eiffel Tower", 0) == hits[0]
+    # a shorter subject clamps to its first (or last) token
+    assert subject_token_index(tok, prompt, "Eiffel Tower", -99) == hits[0]
+    assert subject_token_index(tok, prompt, "Eiffel Tower", 99) == hits[-1]
+    assert subject_token_indices(tok, prompt, "Louvre") == []
+    # the key mask follows: one row, at the chosen token
+    reqs = [EditRequest(prompt, "Rome", "Eiffel Tower")]
+    for which in (-1, -2):
+        b = encode_edits(tok, reqs, key_position="subject", subject_token=which)
+        assert b.key_mask is not None
+        assert b.key_mask[0].nonzero().flatten().tolist() == [hits[which]]
 
 
 def test_key_mask_marks_the_subject_and_falls_back_to_predicting_positions() -> None:
