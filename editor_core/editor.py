@@ -413,7 +413,7 @@ class MalmenEditor:
         progress: bool = False,
         anchored: dict[str, EditRows] | None = None,
     ) -> dict[str, EditRows]:
-        """Rows of `requests` from their residual targets `z` (F, n_var, H), spread over the
+        """Rows of `requests` from their residual targets `z` (F, n_slots, H), spread over the
         edited layers from the weights the model holds now.  The spread solves each layer
         with this editor's own λ and prior, and with the `anchored` rows (anchor_rows) when
         given, so `solve(rows + anchored)` reproduces its shifts."""
@@ -426,7 +426,7 @@ class MalmenEditor:
                 values = torch.cat([values, anchored[name].values])
             return ridge_solve(keys, values, lams[name], dtype, prior=priors[name])
 
-        keys, values = spread_rows(
+        keys, values, fact = spread_rows(
             self.adapter,
             self.tokenizer,
             requests,
@@ -436,8 +436,7 @@ class MalmenEditor:
             cfg.max_length,
             progress,
         )
-        owner = torch.arange(len(requests), device=self.device)
-        return {n: EditRows(keys[n], values[n], owner) for n in self.adapter.names}
+        return {n: EditRows(keys[n], values[n], fact) for n in self.adapter.names}
 
     @property
     def respreads(self) -> bool:
@@ -468,11 +467,11 @@ class MalmenEditor:
     ) -> tuple[torch.Tensor, list[tuple[str, ...]], list[int]]:
         """Residual targets of the live edits `requests` for one joint version.
 
-        `z[i]` (n_var, H) was found together with the edits `found_with[i]` (None: alone).
+        `z[i]` (n_slots, H) was found together with the edits `found_with[i]` (None: alone).
         Edits that name one subject must share their δ (optimize.py, `group_subjects`);
         when a subject's live edits were not all found together (they came in different
         batches, or one of them was withdrawn), the group is re-optimised from the weights
-        the model holds now — the base weights, in joint mode.  Returns (targets (F, n_var,
+        the model holds now — the base weights, in joint mode.  Returns (targets (F, n_slots,
         H) in request order, each edit's group now, the indices re-optimised)."""
         want = self.target_groups(requests, ids)
         changed = {ids[i] for i, fw in enumerate(found_with) if tuple(fw or (ids[i],)) != want[i]}

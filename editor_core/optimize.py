@@ -97,19 +97,30 @@ class ValueOptConfig:
     # worse on validation (docs/val_optimise.md, eleventh session): the shortfall is not what
     # limits ES there.
     refine: float = 0.0
-    # Which of the subject's tokens the edit is keyed at, counted as a list index counts
-    # (−1 its last token, ROME/MEMIT's position; −2 the one before it, clamped to the first
-    # for a shorter subject).  Subjects that end in the same token ("… College") share much
-    # of their last token's key at every layer (scripts/collision_geometry.py); the token
-    # before it has read the subject's distinctive start and not the shared ending.
-    subject_token: int = -1
+    # The subject tokens an edit is keyed at, each counted as a list index counts (−1 the
+    # last token, ROME/MEMIT's position; −2 the one before it; clamped to the subject's
+    # length, and a token named twice after clamping is keyed once).  Each keyed token gets
+    # its own δ (optimised together) and its own rows.  Subjects that end in the same token
+    # ("… College") share much of that token's key at every layer
+    # (scripts/collision_geometry.py); the token before it has read the subject's start.
+    # With (−1, −2) the edit prompt and its paraphrases see both δs and a neighbour that
+    # shares one of the two tokens sees one.
+    subject_tokens: tuple[int, ...] = (-1,)
 
     def __post_init__(self) -> None:
         # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
         object.__setattr__(self, "prefixes", tuple(self.prefixes))
+        object.__setattr__(self, "subject_tokens", tuple(int(t) for t in self.subject_tokens))
+        if not self.subject_tokens or len(set(self.subject_tokens)) != len(self.subject_tokens):
+            raise ValueError(f"subject_tokens {self.subject_tokens} must be distinct, at least one")
         _check_upper_tilt(self.upper_tilt)
         if self.refine < 0:
             raise ValueError(f"refine {self.refine} must be ≥ 0")
+
+    @property
+    def n_slots(self) -> int:
+        """Residual targets per fact: one per context and keyed subject token."""
+        return len(self.prefixes) * len(self.subject_tokens)
 
 
 def in_context(context: str, prompt: str) -> str:
@@ -173,7 +184,7 @@ class ResidualTargets:
     name its subject), so it is kept per edit: joint mode re-spreads the targets of every
     live edit from the base weights at each version (`spread_rows`)."""
 
-    z: torch.Tensor  # (n_facts, n_var, H) fp32
+    z: torch.Tensor  # (n_facts, n_slots, H) fp32: one per context and keyed subject token
     final_loss: torch.Tensor  # (n_facts,) mean target NLL at the last step taken
     steps_taken: torch.Tensor  # (n_facts,) long
     delta_ratio: torch.Tensor  # (n_facts,) ‖δ‖ / ‖residual‖ at the subject token
@@ -213,7 +224,7 @@ def residual_targets(
             [k for k, g in enumerate(part) for _ in g], device=chunk.rows.device
         )  # (F_c,) group of each fact, in `idx` order
         z, loss, n_steps, ratio = _residual_targets(adapter, chunk, cfg, group)
-        zs.append(z.view(chunk.n_facts, len(cfg.prefixes), -1))
+        zs.append(z.view(chunk.n_facts, cfg.n_slots, -1))
         losses.append(loss)
         steps.append(n_steps)
         ratios.append(ratio)
@@ -273,9 +284,10 @@ def spread_rows(
     solve: SolveFn,
     max_length: int | None = None,
     progress: bool = False,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Step 2: (keys, values) per module, (F, d_in) and (F, d_out), from the facts' residual
-    targets `z` (F, n_var, H), spread over the edited layers lowest first from the weights
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """Step 2: (keys, values) per module, (R, d_in) and (R, d_out), and the fact (R,) each row
+    is of — one row per fact and keyed subject token —, from the facts' residual targets
+    `z` (F, n_slots, H), spread over the edited layers lowest first from the weights
     the model holds now (MEMIT's schedule): layer j's rows ask for 1/(layers left) of the
     gap between the target residual and the residual with the shifts of the layers below
     already applied.  `solve(name, keys, values) -> shift (d_in, d_out)` is the editor's
@@ -283,10 +295,10 @@ def spread_rows(
     spread saw.  The rows depend on the whole request set (as MEMIT's do), not on
     `cfg.batch_facts`."""
     _check_modules(adapter)
-    if z.shape[:2] != (len(requests), len(cfg.prefixes)):
+    if z.shape[:2] != (len(requests), cfg.n_slots):
         raise ValueError(
             f"residual targets of shape {tuple(z.shape)} do not fit {len(requests)} requests "
-            f"with {len(cfg.prefixes)} variants each"
+            f"with {len(cfg.prefixes)} contexts × {len(cfg.subject_tokens)} keyed tokens each"
         )
     starts = range(0, len(requests), cfg.batch_facts)
     chunks = [
@@ -294,15 +306,21 @@ def spread_rows(
         for s in starts
     ]
     device = next(adapter.model.parameters()).device
-    targets = [z[s : s + cfg.batch_facts].flatten(0, 1).to(device) for s in starts]  # (B, H)
+    targets = [z[s : s + cfg.batch_facts].flatten(0, 1).to(device) for s in starts]  # (B·P, H)
     shares = layer_shares(len(adapter.names), cfg.upper_tilt)
-    n_var = len(cfg.prefixes)
-    keys, values, shifts = _spread(adapter, chunks, targets, n_var, solve, progress, shares)
+    keys, values, shifts = _spread(adapter, chunks, targets, solve, progress, shares)
     if cfg.refine > 0:
         reached = [_residual_at_top(adapter, c, shifts) for c in chunks]
         targets = [t + cfg.refine * (t - r) for t, r in zip(targets, reached, strict=True)]
-        keys, values, _ = _spread(adapter, chunks, targets, n_var, solve, progress, shares)
-    return keys, values
+        keys, values, _ = _spread(adapter, chunks, targets, solve, progress, shares)
+    fact = torch.cat(
+        [
+            s + torch.arange(c.n_facts * c.n_tokens) // c.n_tokens
+            for s, c in zip(starts, chunks, strict=True)
+        ]
+    )  # (F·P,) the fact of each slot
+    keyed = torch.cat([c.fact_keyed.cpu() for c in chunks])
+    return keys, values, fact[keyed].to(device)
 
 
 def _residual_at_top(
@@ -385,10 +403,26 @@ def _at_block(
 
 @dataclass
 class _Chunk:
-    batch: EditBatch  # the facts' variants, n_var consecutive rows per fact
-    rows: torch.Tensor  # (B,) arange
-    pos: torch.Tensor  # (B,) keyed position of each row
+    """A chunk's facts in every context, and where each is keyed: slot (b, s) is variant
+    b's keyed subject token s; the slot tensors are (B·P,), b-major."""
+
+    batch: EditBatch  # the facts' variants, n_var consecutive rows per fact (B rows)
+    rows: torch.Tensor  # (B·P,) the variant row of each slot
+    pos: torch.Tensor  # (B·P,) the keyed position of each slot
+    keyed: torch.Tensor  # (B·P,) bool: the slot is its fact's in every context (else no δ, no row)
     n_facts: int
+    n_tokens: int  # P, keyed subject tokens per fact
+
+    @property
+    def fact_keyed(self) -> torch.Tensor:
+        """(F·P,) bool: the fact's slot s holds a δ and gives rows."""
+        n_var = self.batch.input_ids.shape[0] // self.n_facts
+        return self.keyed.view(self.n_facts, n_var, self.n_tokens)[:, 0].reshape(-1)
+
+    def per_fact(self, x: torch.Tensor) -> torch.Tensor:
+        """(F·P, D) from (B·P, D) slot rows: the mean over the fact's contexts."""
+        n_var = self.batch.input_ids.shape[0] // self.n_facts
+        return x.view(self.n_facts, n_var, self.n_tokens, -1).mean(1).flatten(0, 1)
 
 
 def _encode_chunk(
@@ -404,55 +438,67 @@ def _encode_chunk(
         for r in requests
         for p in cfg.prefixes
     ]
-    batch = encode_edits(
-        tokenizer,  # type: ignore[arg-type]
-        variants,
-        max_length,
-        "subject",
-        cfg.subject_token,
-    ).to(device)
-    rows = torch.arange(len(variants), device=device)
-    return _Chunk(batch, rows, key_positions(batch), len(requests))
+    pos = []
+    for which in cfg.subject_tokens:
+        batch = encode_edits(
+            tokenizer,  # type: ignore[arg-type]
+            variants,
+            max_length,
+            "subject",
+            which,
+        ).to(device)
+        pos.append(key_positions(batch))
+    at = torch.stack(pos, dim=1)  # (B, P)
+    # a slot is keyed unless an earlier slot of its row sits at the same position (a subject
+    # shorter than the tokens asked for), in every context of its fact
+    fresh = torch.ones_like(at, dtype=torch.bool)
+    for j in range(1, at.shape[1]):
+        fresh[:, j] = (at[:, j : j + 1] != at[:, :j]).all(1)
+    n_var, n_tok = len(cfg.prefixes), at.shape[1]
+    fresh = fresh.view(len(requests), n_var, n_tok).all(1, keepdim=True).expand(-1, n_var, -1)
+    rows = torch.arange(len(variants), device=device).repeat_interleave(n_tok)
+    return _Chunk(batch, rows, at.reshape(-1), fresh.reshape(-1), len(requests), n_tok)
 
 
 def _residual_targets(
     adapter: ModelAdapter, chunk: _Chunk, cfg: ValueOptConfig, group: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z_target (B, H), final NLL (F,), steps taken (F,), ‖δ‖/‖residual‖ (F,)); the facts
-    of one `group` (F,) share their δ."""
+    """(z_target (B·P, H), final NLL (F,), steps taken (F,), ‖δ‖/‖residual‖ (F,)); the
+    facts of one `group` (F,) share their δs (one per keyed subject token)."""
     model = adapter.model
-    batch, rows, pos, n_facts = chunk.batch, chunk.rows, chunk.pos, chunk.n_facts
+    n_facts, n_tok = chunk.n_facts, chunk.n_tokens
     n_var = len(cfg.prefixes)
-    fact = rows // n_var  # (B,) fact index of each variant
     n_groups = int(group.max()) + 1
     block = adapter.blocks()[adapter.layers[-1]]
-    with torch.no_grad(), _at_block(block, rows, pos, None) as seen:
-        _run_to_block(model, batch)
-    z_base = seen["z"]  # (B, H)
+    with torch.no_grad(), _at_block(block, chunk.rows, chunk.pos, None) as seen:
+        _run_to_block(model, chunk.batch)
+    z_base = seen["z"]  # (B·P, H)
     # each group's own scale (RMS element of its residuals), so no group depends on another
     size = torch.bincount(group, minlength=n_groups).float()  # (G,) facts per group
-    ms = z_base.view(n_facts, n_var, -1).pow(2).mean((1, 2))  # (F,)
+    ms = z_base.view(n_facts, n_var * n_tok, -1).pow(2).mean((1, 2))  # (F,)
     scale = (torch.zeros(n_groups, device=group.device).index_add(0, group, ms) / size).sqrt()
     delta, final, steps = _adam_on_residual(
-        model, block, batch, pos, z_base, scale.clamp(min=1e-6), group, size, cfg
-    )  # (G, H), (F,), (G,)
-    z_norm = z_base.view(n_facts, n_var, -1).norm(dim=2).mean(1)  # (F,)
-    ratio = delta[group].norm(dim=1) / z_norm.clamp(min=1e-6)
-    return z_base + delta[group[fact]], final, steps[group], ratio
+        model, block, chunk, z_base.shape[1], scale.clamp(min=1e-6), group, size, cfg
+    )  # (G, P, H), (F,), (G,)
+    z_norm = z_base.view(n_facts, n_var * n_tok, -1).norm(dim=2).mean(1)  # (F,)
+    ratio = delta[group].flatten(1).norm(dim=1) / z_norm.clamp(min=1e-6)
+    fact = chunk.rows // n_var  # (B·P,) fact of each slot
+    slot = torch.arange(n_tok, device=fact.device).repeat(chunk.batch.input_ids.shape[0])
+    add = delta[group[fact], slot] * chunk.keyed.unsqueeze(1)  # (B·P, H)
+    return z_base + add, final, steps[group], ratio
 
 
 def _spread(
     adapter: ModelAdapter,
     chunks: Sequence[_Chunk],
     targets: Sequence[torch.Tensor],
-    n_var: int,
     solve: SolveFn,
     progress: bool,
     shares: Sequence[float],
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(keys, values, shifts) per module: (F, d_in), (F, d_out), F = facts over all chunks,
-    and the solved shifts;
-    `targets[i]` (B_i, H): chunk i's residual after the last edited layer, as it should be;
+    """(keys, values, shifts) per module: (R, d_in), (R, d_out), R = the keyed slots of the
+    facts over all chunks (`_Chunk.fact_keyed`), and the solved shifts;
+    `targets[i]` (B_i·P, H): chunk i's residual after the last edited layer, as it should be;
     layer j asks for `shares[j]` of the gap left (`layer_shares`)."""
     model = adapter.model
     block = adapter.blocks()[adapter.layers[-1]]
@@ -470,8 +516,9 @@ def _spread(
                 _keys_at(adapter, c.rows, c.pos) as io,
             ):
                 _run_to_block(model, c.batch)
-            gaps.append((z_target - seen["z"]).view(c.n_facts, n_var, -1).mean(1))  # (F_c, H)
-            ks.append(io[name].view(c.n_facts, n_var, -1).mean(1))  # (F_c, d_in)
+            keyed = c.fact_keyed
+            gaps.append(c.per_fact(z_target - seen["z"])[keyed])  # (R_c, H)
+            ks.append(c.per_fact(io[name])[keyed])  # (R_c, d_in)
         keys[name] = torch.cat(ks)
         values[name] = torch.cat(gaps) * shares[j]
         shifts[name] = solve(name, keys[name], values[name])
@@ -481,27 +528,29 @@ def _spread(
 def _adam_on_residual(
     model: Any,
     block: nn.Module,
-    batch: EditBatch,
-    pos: torch.Tensor,
-    z_base: torch.Tensor,
+    chunk: _Chunk,
+    hidden: int,
     scale: torch.Tensor,
     group: torch.Tensor,
     size: torch.Tensor,
     cfg: ValueOptConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(δ (G, H), final mean target NLL (F,), steps taken (G,)): one δ = scale·θ per group
-    of facts (`group` (F,), `scale` and `size` (G,)), by per-group Adam on the group's mean NLL +
-    weight_decay·mean(θ²); a group stops once that NLL is below stop_loss.
+    """(δ (G, P, H), final mean target NLL (F,), steps taken (G,)): one δ = scale·θ per group
+    of facts (`group` (F,), `scale` and `size` (G,)) and keyed subject token, added at the
+    chunk's keyed slots, by per-group Adam on the group's mean NLL + weight_decay·mean(θ²);
+    a group stops once that NLL is below stop_loss.
 
     Each step runs only the variants of the facts whose group is still moving, with no
     graph below the block δ is added to (grad mode is switched on in its hook)."""
+    batch, n_tok = chunk.batch, chunk.n_tokens
     device = batch.input_ids.device
     n_facts, n_groups = group.shape[0], scale.shape[0]
     n_var = batch.input_ids.shape[0] // n_facts
-    scale = scale.view(-1, 1)  # (G, 1)
-    hidden = int(z_base.shape[1])
-    limit = cfg.max_norm * hidden**0.5  # ‖θ‖ bound: ‖δ‖ in units of the RMS element
-    theta = torch.zeros(n_groups, hidden, device=device)
+    scale = scale.view(-1, 1, 1)  # (G, 1, 1)
+    limit = cfg.max_norm * hidden**0.5  # ‖θ‖ bound per token: ‖δ‖ in RMS-element units
+    pos = chunk.pos.view(-1, n_tok)  # (B, P)
+    keyed = chunk.keyed.view(-1, n_tok, 1)  # (B, P, 1)
+    theta = torch.zeros(n_groups, n_tok, hidden, device=device)
     m, v = torch.zeros_like(theta), torch.zeros_like(theta)
     active = torch.ones(n_groups, dtype=torch.bool, device=device)
     steps_taken = torch.zeros(n_groups, dtype=torch.long, device=device)
@@ -522,18 +571,19 @@ def _adam_on_residual(
             batch.labels[sel],
             [batch.target_lengths[i] for i in sel.tolist()],
         )
-        th = theta[gidx].detach().requires_grad_(True)  # (A, H)
-        add = (scale[gidx] * th)[owner].repeat_interleave(n_var, dim=0)  # (Fa·n_var, H)
-        rows = torch.arange(sel.shape[0], device=device)
+        th = theta[gidx].detach().requires_grad_(True)  # (A, P, H)
+        # (Fa·n_var·P, H), built before no_grad below: its graph leads back to θ
+        add = ((scale[gidx] * th)[owner].repeat_interleave(n_var, dim=0) * keyed[sel]).flatten(0, 1)
+        rows = torch.arange(sel.shape[0], device=device).repeat_interleave(n_tok)
         with (
             torch.no_grad(),
             torch.autocast(device.type, torch.bfloat16, enabled=use_bf16),
-            _at_block(block, rows, pos[sel], add, enable_grad=True),
+            _at_block(block, rows, pos[sel].reshape(-1), add, enable_grad=True),
         ):
             nll = target_nll_per_row(model, sub).view(-1, n_var).mean(1)  # (Fa,)
             group_nll = torch.zeros(gidx.shape[0], device=device).index_add(0, owner, nll)
             group_nll = group_nll / size[gidx]  # (A,)
-            loss = (group_nll + cfg.weight_decay * th.pow(2).mean(1)).sum()
+            loss = (group_nll + cfg.weight_decay * th.pow(2).mean((1, 2))).sum()
         final[fidx] = nll.detach()
         moving = group_nll.detach() > cfg.stop_loss  # (A,)
         active[gidx] = moving
@@ -543,8 +593,8 @@ def _adam_on_residual(
         j, g = gidx[moving], grad[moving]
         m[j] = beta1 * m[j] + (1 - beta1) * g
         v[j] = beta2 * v[j] + (1 - beta2) * g.pow(2)
-        t = (steps_taken[j] + 1).view(-1, 1).float()
+        t = (steps_taken[j] + 1).view(-1, 1, 1).float()
         new = theta[j] - cfg.lr * (m[j] / (1 - beta1**t)) / ((v[j] / (1 - beta2**t)).sqrt() + eps)
-        theta[j] = new * (limit / new.norm(dim=1, keepdim=True).clamp(min=limit))
+        theta[j] = new * (limit / new.norm(dim=2, keepdim=True).clamp(min=limit))
         steps_taken[j] += 1
     return (scale * theta).detach(), final, steps_taken

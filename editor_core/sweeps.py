@@ -99,7 +99,7 @@ def run_sequential(
     ledger = EditLedger()
     live_reqs: list[EditRequest] = []  # joint mode, re-spreading editor: every edit so far
     live_ids: list[str] = []
-    live_z: list[torch.Tensor] = []  # their residual targets, (n_var, H) each
+    live_z: list[torch.Tensor] = []  # their residual targets, (n_slots, H) each
     live_with: list[tuple[str, ...]] = []  # and the edits each target was found with
     tok = loaded.tokenizer
     device = next(loaded.model.parameters()).device

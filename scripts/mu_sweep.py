@@ -62,7 +62,7 @@ METRICS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood")
 
 
 def cached_targets(editor: MalmenEditor, facts: list[Any], path: Path) -> torch.Tensor:
-    """Residual targets (F, n_var, H) of `facts`, from `path` when it holds these facts."""
+    """Residual targets (F, n_slots, H) of `facts`, from `path` when it holds these facts."""
     ids = [f.id for f in facts]
     if path.exists():
         blob = load_file(str(path))
@@ -144,10 +144,10 @@ def main() -> int:
         "(value_opt.stop_loss): a higher one asks for a smaller residual change",
     )
     p.add_argument(
-        "--subject-token",
-        type=int,
+        "--subject-tokens",
+        type=lambda x: tuple(int(t) for t in x.split(",")),
         default=None,
-        help="which subject token the edit is keyed at (-1 the last, -2 the one before)",
+        help="subject tokens the edit is keyed at, e.g. -1,-2 (-1 the last, -2 the one before)",
     )
     p.add_argument(
         "--value-max-norm",
@@ -233,7 +233,7 @@ def main() -> int:
         "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
         "refine": args.refine,
-        "subject_token": args.subject_token,
+        "subject_tokens": args.subject_tokens,
     }
     if args.prefixes is not None:
         vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
@@ -363,8 +363,8 @@ def targets_tag(vo: ValueOptConfig) -> str:
         tag += f", max_norm {vo.max_norm:g}"
     if vo.stop_loss != default.stop_loss:
         tag += f", stop {vo.stop_loss:g}"
-    if vo.subject_token != default.subject_token:
-        tag += f", subject token {vo.subject_token}"
+    if vo.subject_tokens != default.subject_tokens:
+        tag += f", subject tokens {','.join(map(str, vo.subject_tokens))}"
     tag += f", {len(vo.prefixes)} prefixes {zlib.crc32('|'.join(vo.prefixes).encode()):08x}"
     return tag
 

@@ -66,7 +66,7 @@ class StoredEdit:
     target: str
     rows: dict[str, Any]  # module name -> EditRows of this one edit
     subject: str | None = None
-    residual_target: torch.Tensor | None = None  # (n_var, H): re-spreading editors only
+    residual_target: torch.Tensor | None = None  # (n_slots, H): re-spreading editors only
     # the edit ids the residual target was optimised together with (its subject group)
     target_group: tuple[str, ...] | None = None
 
@@ -169,7 +169,7 @@ class EditBackend:
         targets: list[torch.Tensor | None] = [None] * len(requests)
         groups: list[tuple[str, ...] | None] = [None] * len(requests)
         if getattr(self.editor, "respreads", False):
-            z = self.editor.residual_targets(requests).z.cpu()  # (n, n_var, H)
+            z = self.editor.residual_targets(requests).z.cpu()  # (n, n_slots, H)
             rows = self.editor.joint_rows(requests, z)  # this batch alone: kept for fallback
             targets = list(z)
             groups = list(self.editor.target_groups(requests, [e["edit_id"] for e in edits]))
@@ -241,7 +241,7 @@ class EditBackend:
             return None
         targets = [edits[i].residual_target for i in ids]
         hidden = int(self.loaded.model.get_output_embeddings().weight.shape[1])
-        shape = (len(self.editor.config.value_opt.prefixes), hidden)
+        shape = (self.editor.config.value_opt.n_slots, hidden)
         if any(z is None or tuple(z.shape) != shape for z in targets):
             log.warning("some live edits have no residual target for this editor: summing rows")
             return None

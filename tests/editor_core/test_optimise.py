@@ -78,23 +78,30 @@ def test_optimised_edits_land_and_the_model_is_restored() -> None:
         assert torch.equal(a[0], b[0]), n
 
 
-@pytest.mark.parametrize("which", [-1, -2])
-def test_keys_are_the_subject_token_inputs(which: int) -> None:
+@pytest.mark.parametrize("which", [(-1,), (-2,), (-1, -2)])
+def test_keys_are_the_subject_token_inputs(which: tuple[int, ...]) -> None:
+    """One row per fact and keyed subject token, its key the module's input there."""
     loaded = tiny_loaded(layers=3, edit=(0, 1))
     reqs = [  # two-word subjects, so the last token and the one before it differ
         EditRequest("The paris tower of located is", "london", "paris tower"),
         EditRequest("The madrid company is founded in", "tower", "madrid company"),
+        EditRequest("The london is located in", "paris", "london"),  # one token: keyed once
     ]
-    rows = optimising(loaded, value_opt=replace(OPT, subject_token=which)).compute_rows(reqs)
-    batch = encode_edits(loaded.tokenizer, reqs, key_position="subject", subject_token=which)
-    pos = key_positions(batch)
-    last = key_positions(encode_edits(loaded.tokenizer, reqs, key_position="subject"))
-    assert bool((pos == last).all()) == (which == -1)
+    rows = optimising(loaded, value_opt=replace(OPT, subject_tokens=which)).compute_rows(reqs)
+    batch = encode_edits(loaded.tokenizer, reqs, key_position="subject")
+    at = [
+        key_positions(encode_edits(loaded.tokenizer, reqs, key_position="subject", subject_token=w))
+        for w in which
+    ]
+    # (fact, position) of every row, fact by fact in `which` order: fact 2's subject is one
+    # token, so -1 and -2 are one row
+    want = list(dict.fromkeys((f, int(p[f])) for f in range(len(reqs)) for p in at))
+    assert len(want) == (len(reqs) * len(which) - (len(which) - 1))
     seen = {}
 
     def grab(name):
         def hook(_m, args, _out):
-            seen[name] = args[0][torch.arange(len(reqs)), pos].float()
+            seen[name] = args[0].float()
 
         return hook
 
@@ -107,7 +114,9 @@ def test_keys_are_the_subject_token_inputs(which: int) -> None:
             h.remove()
     # the lowest layer's keys are the base model's; higher layers see the lower shifts
     low = loaded.adapter.names[0]
-    torch.testing.assert_close(rows[low].keys, seen[low], rtol=1e-5, atol=1e-6)
+    assert rows[low].owner.tolist() == [f for f, _ in want]
+    expect = torch.stack([seen[low][f, p] for f, p in want])
+    torch.testing.assert_close(rows[low].keys, expect, rtol=1e-5, atol=1e-6)
 
 
 def test_contexts_are_prefixes_or_frames_around_the_prompt() -> None:
@@ -308,8 +317,11 @@ def test_spread_rows_refuse_targets_of_another_shape() -> None:
     with pytest.raises(ValueError, match="do not fit 1 requests"):
         editor.spread_rows(reqs[:1], z)
     editor2 = optimising(loaded, value_opt=replace(OPT, prefixes=("", "A. ")))
-    with pytest.raises(ValueError, match="2 variants"):
+    with pytest.raises(ValueError, match="2 contexts × 1 keyed tokens"):
         editor2.spread_rows(reqs, z)
+    editor3 = optimising(loaded, value_opt=replace(OPT, subject_tokens=(-1, -2)))
+    with pytest.raises(ValueError, match="1 contexts × 2 keyed tokens"):
+        editor3.spread_rows(reqs, z)
 
 
 def test_eta_scale_is_reported_inert_for_optimised_values(caplog: pytest.LogCaptureFixture) -> None:
@@ -489,3 +501,25 @@ def test_prior_matrices_are_built_once_whatever_the_edit_count(monkeypatch) -> N
     editor.key_prior = editor.key_prior.truncated(2)
     editor.priors(8)
     assert built == list(names) * 2
+
+
+def test_each_keyed_subject_token_gets_its_own_change() -> None:
+    """subject_tokens (-1, -2): one δ per keyed token, optimised together; a one-token
+    subject has one token to key, so its second slot asks for no change."""
+    with pytest.raises(ValueError, match="distinct"):
+        ValueOptConfig(subject_tokens=(-1, -1))
+    with pytest.raises(ValueError, match="at least one"):
+        ValueOptConfig(subject_tokens=())
+    assert ValueOptConfig(subject_tokens=[-1, -2], prefixes=["", "A "]).n_slots == 4  # JSON
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = [
+        EditRequest("The paris tower of located is", "london", "paris tower"),
+        EditRequest("The london is located in", "paris", "london"),
+    ]
+    two = replace(OPT, subject_tokens=(-1, -2), steps=5, stop_loss=0.0)
+    found = optimising(loaded, value_opt=two).residual_targets(reqs)
+    base = optimising(loaded, value_opt=replace(two, steps=0)).residual_targets(reqs)
+    assert found.z.shape == (2, 2, loaded.model.config.hidden_size)  # 1 context × 2 tokens
+    moved = (found.z - base.z).norm(dim=2)  # (fact, slot)
+    assert bool((moved[0] > 0).all())  # both of "paris tower"'s tokens move
+    assert float(moved[1, 0]) > 0 and float(moved[1, 1]) == 0.0  # "london": one token
