@@ -19,7 +19,7 @@ import logging
 import random
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -170,11 +170,17 @@ def prepare_locality(
 
 
 def locality_scores(
-    model: torch.nn.Module, tokenizer: Any, loc: LocalitySet, batch_size: int = BATCH_SIZE
+    model: torch.nn.Module,
+    tokenizer: Any,
+    loc: LocalitySet,
+    batch_size: int = BATCH_SIZE,
+    parts: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, float | None]:
-    """{"ls": agreement with the unedited argmax, "ls_gold": accuracy vs gold answers}."""
+    """{"ls": agreement with the unedited argmax, "ls_gold": accuracy vs gold answers}, and
+    "ls_<name>" (agreement over those prompts only) for each named part of `loc`."""
+    names = [f"ls_{name}" for name in parts or {}]
     if not len(loc):
-        return {"ls": None, "ls_gold": None}
+        return {"ls": None, "ls_gold": None, **dict.fromkeys(names)}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     now = _argmax_at(model, loc, pad, batch_size)
     ls = [float((a == b).float().mean()) for a, b in zip(now, loc.base, strict=True)]
@@ -183,7 +189,10 @@ def locality_scores(
         for a, g in zip(now, loc.gold, strict=True)
         if g is not None
     ]
-    return {"ls": _mean(ls), "ls_gold": _mean(gold)}
+    out = {"ls": _mean(ls), "ls_gold": _mean(gold)}
+    for name, idx in (parts or {}).items():
+        out[f"ls_{name}"] = _mean([ls[i] for i in idx])
+    return out
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -212,11 +221,22 @@ def score_edited(
     neighborhood: LocalitySet,
     batch_size: int = BATCH_SIZE,
 ) -> dict[str, float | None]:
-    """All quality metrics of the model as it is now, for the edits `facts`."""
+    """All quality metrics of the model as it is now, for the edits `facts`; LS on the
+    neighbourhood prompts also split by whether the prompt's subject ends in an edited
+    subject's last token (`ls_nb_shared_token`, with `nb_shared_token_share`) or not
+    (`ls_nb_own_token`): a subject-keyed edit reaches the first kind (docs/results.md)."""
     model, tok = loaded.model, loaded.tokenizer
     reqs, para = requests_of(facts), paraphrase_requests(facts)
     ordinary_s = locality_scores(model, tok, ordinary, batch_size)
-    neighbour_s = locality_scores(model, tok, neighborhood, batch_size)
+    _, shares = last_token_sharing(tok, facts)
+    known = [
+        (i, shares[p.prompt]) for i, p in enumerate(neighborhood.prompts) if p.prompt in shares
+    ]
+    parts = {
+        "nb_shared_token": [i for i, shared in known if shared],
+        "nb_own_token": [i for i, shared in known if not shared],
+    }
+    neighbour_s = locality_scores(model, tok, neighborhood, batch_size, parts)
     return {
         "es": _mean(token_accuracy(model, tok, reqs, batch_size)),
         "gs": _mean(token_accuracy(model, tok, para, batch_size)) if para else None,
@@ -225,6 +245,9 @@ def score_edited(
         "ls_gold_ordinary": ordinary_s["ls_gold"],
         "ls_neighborhood": neighbour_s["ls"],
         "ls_gold_neighborhood": neighbour_s["ls_gold"],
+        "ls_nb_shared_token": neighbour_s["ls_nb_shared_token"],
+        "ls_nb_own_token": neighbour_s["ls_nb_own_token"],
+        "nb_shared_token_share": len(parts["nb_shared_token"]) / len(known) if known else None,
     }
 
 

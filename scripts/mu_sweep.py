@@ -42,9 +42,7 @@ from editor_core.data import read_facts, read_locality
 from editor_core.data.formats import is_question
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
-    LocalitySet,
     last_token_sharing,
-    locality_scores,
     neighbourhood_of,
     paraphrase_requests,
     prepare_locality,
@@ -296,7 +294,7 @@ def main() -> int:
                 first = es[: args.first]
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
-                scores.update(split_by_last_token(loaded, chosen, es, nb))
+                scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
             finally:
                 restore(loaded.adapter, base)
             row = {
@@ -316,29 +314,16 @@ def main() -> int:
     return 0
 
 
-def split_by_last_token(
-    loaded: Any, facts: list[Any], es: list[float], nb: LocalitySet
-) -> dict[str, float]:
+def split_by_last_token(facts: list[Any], es: list[float], tokenizer: Any) -> dict[str, float]:
     """ES (from the per-fact `es`) of the edits whose subject ends in the same token as
-    another edited subject's, and of the others; LS on the neighbourhood prompts whose
-    subject ends in an edited subject's last token (the key the edit is read at, in the
-    lowest edited layers mostly that token), and on the others; with the share of each
-    first kind (`last_token_sharing`)."""
-    edits, neighbours = last_token_sharing(loaded.tokenizer, facts)
+    another edited subject's, and of the others, with the first kind's share
+    (`last_token_sharing`; `score_edited` splits LS_nb the same way)."""
+    edits, _ = last_token_sharing(tokenizer, facts)
     out: dict[str, float] = {"es_shared_token_share": sum(edits) / len(facts)}
     for key, want in (("es_shared_token", True), ("es_own_token", False)):
         xs = [a for a, shared in zip(es, edits, strict=True) if shared == want]
         if xs:
             out[key] = sum(xs) / len(xs)
-    known = [(i, neighbours[p.prompt]) for i, p in enumerate(nb.prompts) if p.prompt in neighbours]
-    if known:
-        out["nb_shared_token_share"] = sum(shared for _i, shared in known) / len(known)
-    for key, want in (("ls_nb_shared_token", True), ("ls_nb_own_token", False)):
-        idx = [i for i, shared in known if shared == want]
-        if idx:
-            ls = locality_scores(loaded.model, loaded.tokenizer, nb.subset(idx))["ls"]
-            if ls is not None:
-                out[key] = ls
     return out
 
 

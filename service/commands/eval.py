@@ -360,6 +360,8 @@ _COLUMNS = (
     "generation",
     "ls_ordinary",
     "ls_neighborhood",
+    "ls_nb_shared_token",
+    "ls_nb_own_token",
     "ls_gold_ordinary",
     "ls_gold_neighborhood",
     "edit_seconds",
@@ -409,6 +411,12 @@ def write_markdown(results: dict[str, Any]) -> str:
                 else:
                     rows.append([editor, n] + [m.get(c) for c in _COLUMNS])
         lines += _table(["editor", "N", *_COLUMNS], rows)
+        lines += [
+            "",
+            "ls_nb_shared_token / ls_nb_own_token: LS on the neighbourhood prompts whose subject "
+            "ends in the same token as an edited subject (where a subject-keyed edit is read) / "
+            "on the others.",
+        ]
         for run_name, history in res["sequential"].items():
             cols = ["edits", "es", "gs", "ls_ordinary", "ls_neighborhood", "es_first_batch"]
             lines += ["", f"### sequential: {run_name}", ""]

@@ -77,6 +77,38 @@ def test_locality_is_one_for_the_unedited_model_and_drops_when_changed() -> None
     assert locality_scores(other, tok, loc)["ls"] < 1.0
 
 
+def test_locality_parts_are_the_mean_over_their_prompts() -> None:
+    tok, model = tiny_tokenizer(), tiny_model()
+    loc = prepare_locality(model, tok, LOCALITY, greedy=3)
+    other = tiny_model(seed=1)
+    whole = locality_scores(other, tok, loc)["ls"]
+    per = [locality_scores(other, tok, loc.subset([i]))["ls"] for i in range(len(loc))]
+    parts = locality_scores(other, tok, loc, parts={"a": [0], "b": list(range(1, len(loc)))})
+    assert parts["ls"] == whole
+    assert parts["ls_a"] == per[0]
+    assert parts["ls_b"] == pytest.approx(sum(per[1:]) / (len(loc) - 1))
+    assert locality_scores(other, tok, loc, parts={"none": []})["ls_none"] is None
+
+
+def test_score_edited_splits_neighbours_by_the_edited_last_token(tiny_dir: Path) -> None:
+    loaded = load_model(ModelSpec(source=str(tiny_dir), device="cpu"))
+
+    def fact(subject: str, neighbour: str) -> Fact:
+        return Fact(
+            subject,
+            f"The {subject} is located in",
+            "london",
+            subject=subject,
+            neighborhood=(LocalityPrompt(f"The {neighbour} is located in"),),
+        )
+
+    facts = [fact("paris tower", "madrid tower"), fact("london company", "rome city")]
+    nb = prepare_locality(loaded.model, loaded.tokenizer, [f.neighborhood[0] for f in facts])
+    m = score_edited(loaded, facts, prepare_locality(loaded.model, loaded.tokenizer, LOCALITY), nb)
+    assert m["nb_shared_token_share"] == 0.5  # "madrid tower" ends in an edited " tower"
+    assert m["ls_nb_shared_token"] == 1.0 and m["ls_nb_own_token"] == 1.0  # unedited
+
+
 def _facts() -> list[Fact]:
     words = ["Rome", "Berlin", "Paris", "Madrid", "London", "Tokyo"]
     return [
