@@ -11,10 +11,10 @@ the edit prompt gives 1) reaches, in the edit's own template:
 - the prompt with another subject that ENDS IN THE SAME TOKEN (want 0),
 - the prompt with another subject that does not (want 0),
 
-for keys read at the subject's last token (where malmen-opt keys: the only position whose
-key can hold the whole subject — an earlier subject token cannot see the tokens after it, so
-its key is the same for every subject that begins alike).  C = E[kkᵀ] over other facts'
-prompts and neighbourhood prompts at their subject's last token.
+for keys read at the subject's last token (where malmen-opt keys by default) or, with
+`--subject-token -2`, at the token before it (`value_opt.subject_tokens`: it has read the
+subject's start but not its shared ending).  C = E[kkᵀ] over other facts' prompts and
+neighbourhood prompts at the same subject token.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/collision_geometry.py --facts data/facts/val.jsonl \\
         --n 200 --out out/collision_geometry.json --plot docs/img/collision_geometry.png
@@ -34,7 +34,14 @@ from key_geometry import _subject_prompts, geometry_parser, keys_at, load_defaul
 
 
 def main() -> None:
-    args = geometry_parser(__doc__, 200, 600, "out/collision_geometry.json").parse_args()
+    ap = geometry_parser(__doc__, 200, 600, "out/collision_geometry.json")
+    ap.add_argument(
+        "--subject-token",
+        type=int,
+        default=-1,
+        help="-1 the subject's last token, -2 the one before",
+    )
+    args = ap.parse_args()
 
     from tqdm import tqdm
 
@@ -87,7 +94,12 @@ def main() -> None:
         [q != f["prompt"] for (q, _), f in zip(texts["question"], chosen, strict=True)]
     )
     k = {
-        name: keys_at(model, tok, layers, tqdm(at_subject(tok, items), desc=f"{name} keys"))
+        name: keys_at(
+            model,
+            tok,
+            layers,
+            tqdm(at_subject(tok, items, args.subject_token), desc=f"{name} keys"),
+        )
         for name, items in texts.items()
     }
     rows: dict[str, list[float]] = {n: [] for n in LINES}
@@ -106,7 +118,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
     if args.plot:
-        write_plot(rows, args.plot)
+        write_plot(rows, args.plot, args.subject_token)
     print(f"written {args.out}")
 
 
@@ -119,13 +131,14 @@ LINES = {
 }
 
 
-def at_subject(tok, items: list[tuple[str, str]]) -> list[tuple[str, int]]:
-    """(prompt, index of the subject's last token) for (prompt, subject) pairs."""
+def at_subject(tok, items: list[tuple[str, str]], which: int = -1) -> list[tuple[str, int]]:
+    """(prompt, index of the subject's token `which`: -1 the last) for (prompt, subject)
+    pairs."""
     from editor_core.encoding import subject_token_index
 
     out = []
     for prompt, subject in items:
-        i = subject_token_index(tok, prompt, subject)
+        i = subject_token_index(tok, prompt, subject, which)
         assert i is not None, (prompt, subject)
         out.append((prompt, i))
     return out
@@ -141,7 +154,7 @@ def responses(k: dict[str, torch.Tensor], eps: float) -> dict[str, torch.Tensor]
     return out
 
 
-def write_plot(rows: dict[str, list[float]], path: Path) -> None:
+def write_plot(rows: dict[str, list[float]], path: Path, which: int = -1) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +163,8 @@ def write_plot(rows: dict[str, list[float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for (name, label), style in zip(LINES.items(), ("-o", "-v", "-s", "-D", "-^"), strict=True):
         ax.plot(rows[name], style, ms=3, label=label)
-    ax.set_title("keys at the subject's last token, in the edit's own template")
+    where = "the subject's last token" if which == -1 else f"subject token {which}"
+    ax.set_title(f"keys at {where}, in the edit's own template")
     ax.set_xlabel("layer")
     ax.set_ylabel("response of a one-fact edit (edit prompt = 1)")
     ax.grid(alpha=0.3)
