@@ -398,12 +398,17 @@ class MalmenEditor:
             return {n: EditRows(c.keys, self.value_diffs(n, c), c.owner) for n, c in cached.items()}
 
     def residual_targets(
-        self, requests: Sequence[EditRequest], progress: bool = False
+        self,
+        requests: Sequence[EditRequest],
+        progress: bool = False,
+        n_edits: int | None = None,
     ) -> ResidualTargets:
-        """Per fact, the residual it asks for after the last edited layer (optimize.py)."""
+        """Per fact, the residual it asks for after the last edited layer (optimize.py);
+        `n_edits`: the edits in the solve they go into (default len(requests)): the value
+        clamp may depend on it (`ValueOptConfig.clamp_for`)."""
         cfg = self.config
         return residual_targets(
-            self.adapter, self.tokenizer, requests, cfg.value_opt, cfg.max_length, progress
+            self.adapter, self.tokenizer, requests, cfg.value_opt, cfg.max_length, progress, n_edits
         )
 
     def spread_rows(
@@ -478,7 +483,9 @@ class MalmenEditor:
         stale = [i for i in range(len(requests)) if changed.intersection(want[i])]  # whole groups
         out = [t.cpu() for t in z]
         if stale:
-            fresh = self.residual_targets([requests[i] for i in stale], progress).z.cpu()
+            fresh = self.residual_targets(
+                [requests[i] for i in stale], progress, n_edits=len(requests)
+            ).z.cpu()
             for k, i in enumerate(stale):
                 out[i] = fresh[k]
         return torch.stack(out), want, stale

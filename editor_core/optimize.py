@@ -35,9 +35,10 @@ learning rate fits every layer and model; `weight_decay` penalises the mean squa
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -67,6 +68,15 @@ class ValueOptConfig:
     weight_decay: float = 0.01  # on mean(θ²)
     stop_loss: float = 0.05  # a fact stops once its mean target NLL is below this
     max_norm: float = 2.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
+    # The clamp for a solve of many edits (`clamp_for`): with max_norm_ref_edits set, a
+    # solve of N > ref edits clamps at max_norm − max_norm_per_doubling·log2(N/ref), never
+    # below max_norm_min.  The δs sit at the clamp (Adam runs each to the bound), and the
+    # more edits one solve holds, the more their rows crowd each other and the prior: a
+    # tighter bound then buys locality at less cost than a larger μ (docs/val_optimise.md,
+    # thirteenth session).  None: max_norm at every N.
+    max_norm_ref_edits: int | None = None
+    max_norm_per_doubling: float = 0.25
+    max_norm_min: float = 1.5
     # Contexts: a prefix, or a frame with a "{prompt}" slot (e.g. "Q: {prompt}? A:").
     prefixes: tuple[str, ...] = DEFAULT_PREFIXES
     # bf16 autocast for the Adam steps only (keys, spread, solve: model dtype), on devices
@@ -116,6 +126,26 @@ class ValueOptConfig:
         _check_upper_tilt(self.upper_tilt)
         if self.refine < 0:
             raise ValueError(f"refine {self.refine} must be ≥ 0")
+        if self.max_norm <= 0 or not 0 < self.max_norm_min <= self.max_norm:
+            raise ValueError(
+                f"the value clamp needs 0 < max_norm_min ({self.max_norm_min}) ≤ max_norm "
+                f"({self.max_norm})"
+            )
+        if self.max_norm_per_doubling < 0:
+            raise ValueError(f"max_norm_per_doubling {self.max_norm_per_doubling} must be ≥ 0")
+        if self.max_norm_ref_edits is not None and self.max_norm_ref_edits < 1:
+            raise ValueError(f"max_norm_ref_edits {self.max_norm_ref_edits} must be ≥ 1 or None")
+
+    def clamp_for(self, n_edits: int | None) -> float:
+        """The clamp ‖δ‖/‖residual‖ of the values for a solve of `n_edits` edits (None: one
+        of unknown size, max_norm): max_norm up to max_norm_ref_edits edits, then
+        max_norm_per_doubling less per doubling, down to max_norm_min."""
+        ref = self.max_norm_ref_edits
+        if ref is None or n_edits is None or n_edits <= ref:
+            return self.max_norm
+        return max(
+            self.max_norm_min, self.max_norm - self.max_norm_per_doubling * math.log2(n_edits / ref)
+        )
 
     @property
     def n_slots(self) -> int:
@@ -207,13 +237,18 @@ def residual_targets(
     cfg: ValueOptConfig,
     max_length: int | None = None,
     progress: bool = False,
+    n_edits: int | None = None,
 ) -> ResidualTargets:
     """Step 1: per fact, the residual after the last edited layer, at the subject's last
     token, that makes the model continue with the target (`cfg.steps` Adam steps at most,
     from the weights the model holds now).  Independent per subject group (one δ for the
     facts naming one subject, `cfg.group_subjects`), else per fact; results are in request
-    order and do not depend on `cfg.batch_facts`."""
+    order and do not depend on `cfg.batch_facts`.  `n_edits`: how many edits the solve
+    these targets go into holds (the clamp, `cfg.clamp_for`); default len(requests)."""
     _check_modules(adapter)
+    clamp = cfg.clamp_for(len(requests) if n_edits is None else n_edits)
+    if clamp != cfg.max_norm:
+        cfg = replace(cfg, max_norm=clamp, max_norm_ref_edits=None)
     groups = subject_groups(requests) if cfg.group_subjects else [[i] for i in range(len(requests))]
     zs, losses, steps, ratios = [], [], [], []
     parts = list(_group_chunks(groups, cfg.batch_facts))

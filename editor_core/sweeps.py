@@ -114,7 +114,8 @@ def run_sequential(
                 ids = [f.id for f in facts_t]
                 live_reqs.extend(reqs)
                 live_ids.extend(ids)
-                live_z.extend(editor.residual_targets(reqs).z.cpu())
+                # the clamp of a solve of every live edit (ValueOptConfig.clamp_for)
+                live_z.extend(editor.residual_targets(reqs, n_edits=len(live_reqs)).z.cpu())
                 live_with.extend(editor.target_groups(reqs, ids))
                 if scored:
                     z, live_with, _ = editor.refresh_targets(live_reqs, live_ids, live_z, live_with)

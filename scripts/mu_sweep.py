@@ -135,6 +135,20 @@ def main() -> int:
         help="Adam steps per subject group for the residual targets (value_opt.steps)",
     )
     p.add_argument(
+        "--value-lr",
+        type=float,
+        default=None,
+        help="Adam step of the residual targets (value_opt.lr): a smaller one can stop a δ "
+        "at the stop loss before it reaches the norm clamp",
+    )
+    p.add_argument(
+        "--value-batch",
+        type=int,
+        default=None,
+        help="facts optimised together (value_opt.batch_facts; speed and memory only — a "
+        "GPU runs more at once)",
+    )
+    p.add_argument(
         "--value-stop-loss",
         type=float,
         default=None,
@@ -151,7 +165,8 @@ def main() -> int:
         "--value-max-norm",
         type=float,
         default=None,
-        help="‖δ‖ ≤ this · ‖residual‖ (value_opt.max_norm)",
+        help="‖δ‖ ≤ this · ‖residual‖ at every N (value_opt.max_norm; turns off the "
+        "checkpoint's clamp rule, value_opt.max_norm_ref_edits)",
     )
     p.add_argument(
         "--prefixes",
@@ -227,18 +242,23 @@ def main() -> int:
         editor.config = replace(editor.config, preserve_ref_edits=ref)
     vo_knobs: dict[str, Any] = {
         "steps": args.value_steps,
+        "lr": args.value_lr,
+        "batch_facts": args.value_batch,
         "max_norm": args.value_max_norm,
         "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
         "refine": args.refine,
         "subject_tokens": args.subject_tokens,
     }
+    if args.value_max_norm is not None:
+        vo_knobs["max_norm_ref_edits"] = None
+        vo_knobs["max_norm_min"] = min(args.value_max_norm, editor.config.value_opt.max_norm_min)
     if args.prefixes is not None:
         vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
     vo = replace(
         editor.config.value_opt,
         group_subjects=not args.per_fact,
-        **{k: v for k, v in vo_knobs.items() if v is not None},
+        **{k: v for k, v in vo_knobs.items() if v is not None or k == "max_norm_ref_edits"},
     )
     editor.config = replace(editor.config, value_opt=vo)
     if editor.config.values != "optimise":
@@ -261,7 +281,7 @@ def main() -> int:
         chosen = sample_facts(facts, n, args.seed)
         if chosen is None:
             raise SystemExit(f"N={n} exceeds the {len(facts)} facts in {args.facts}")
-        tag = targets_tag(editor.config.value_opt)
+        tag = targets_tag(editor.config.value_opt, n)
         name = f"targets_n{n}_seed{args.seed}_{tag.replace(', ', '_').replace(' ', '')}"
         z = cached_targets(editor, chosen, args.out / f"{name}.safetensors")
         if args.targets_only:
@@ -339,13 +359,18 @@ def gs_by_form(loaded: Any, facts: list[Any]) -> dict[str, float]:
     return out
 
 
-def targets_tag(vo: ValueOptConfig) -> str:
-    """Names the residual targets' settings: cached targets and rows are keyed on it (the
-    contexts always: their default changed once, in the ninth session)."""
+def targets_tag(vo: ValueOptConfig, n_edits: int | None = None) -> str:
+    """Names the residual targets' settings for a solve of `n_edits` edits: cached targets
+    and rows are keyed on it (the contexts always: their default changed once, in the ninth
+    session; the clamp as it is at this N, so the checkpoint's clamp rule and a fixed clamp
+    of the same size name the same targets)."""
     default = ValueOptConfig()
     tag = ("grouped" if vo.group_subjects else "per-fact") + f", {vo.steps} steps"
-    if vo.max_norm != default.max_norm:
-        tag += f", max_norm {vo.max_norm:g}"
+    clamp = vo.clamp_for(n_edits)
+    if clamp != default.max_norm:
+        tag += f", max_norm {clamp:g}"
+    if vo.lr != default.lr:
+        tag += f", lr {vo.lr:g}"
     if vo.stop_loss != default.stop_loss:
         tag += f", stop {vo.stop_loss:g}"
     if vo.subject_tokens != default.subject_tokens:
@@ -432,7 +457,10 @@ def write_plot(rows_path: Path, out: Path) -> None:
 def _split(r: dict[str, Any], a: str, b: str, share: str) -> str:
     if share not in r:
         return "–"
-    return " / ".join(f"{r[k]:.3f}" if k in r else "–" for k in (a, b)) + f" ({r[share]:.2f})"
+    return (
+        " / ".join(f"{r[k]:.3f}" if r.get(k) is not None else "–" for k in (a, b))
+        + f" ({r[share]:.2f})"
+    )
 
 
 def write_table(rows_path: Path, out: Path) -> None:

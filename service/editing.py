@@ -151,8 +151,10 @@ class EditBackend:
     def editor_sha256(self) -> str | None:
         return getattr(self.editor, "checkpoint_sha256", None)
 
-    def compute(self, edits: list[dict[str, str]]) -> list[StoredEdit]:
-        """Rows of every new edit in ONE editor batch, against the weights now in the model."""
+    def compute(self, edits: list[dict[str, str]], n_live: int | None = None) -> list[StoredEdit]:
+        """Rows of every new edit in ONE editor batch, against the weights now in the model;
+        `n_live`: the live edits of the joint solve they go into, these included (default:
+        this batch alone) — an optimising editor's value clamp may depend on it."""
         from editor_core.encoding import EditRequest
         from editor_core.joint import split_rows
 
@@ -169,7 +171,7 @@ class EditBackend:
         targets: list[torch.Tensor | None] = [None] * len(requests)
         groups: list[tuple[str, ...] | None] = [None] * len(requests)
         if getattr(self.editor, "respreads", False):
-            z = self.editor.residual_targets(requests).z.cpu()  # (n, n_slots, H)
+            z = self.editor.residual_targets(requests, n_edits=n_live).z.cpu()  # (n, n_slots, H)
             rows = self.editor.joint_rows(requests, z)  # this batch alone: kept for fallback
             targets = list(z)
             groups = list(self.editor.target_groups(requests, [e["edit_id"] for e in edits]))

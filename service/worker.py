@@ -191,7 +191,8 @@ class Worker:
             withdraw &= set(pm.live_edit_ids)
             if self.s.edit_mode == "joint":
                 if new is None:
-                    new = self.backend.compute(adds) if adds else []  # model holds base weights
+                    n_live = len(set(pm.live_edit_ids) - withdraw) + len(adds)
+                    new = self.backend.compute(adds, n_live) if adds else []  # base weights held
                     for e in new:
                         self.backend.rows.save(e)
                 tensors, live, metrics = self.backend.joint(pm.live_edit_ids, new, withdraw)

@@ -523,3 +523,37 @@ def test_each_keyed_subject_token_gets_its_own_change() -> None:
     moved = (found.z - base.z).norm(dim=2)  # (fact, slot)
     assert bool((moved[0] > 0).all())  # both of "paris tower"'s tokens move
     assert float(moved[1, 0]) > 0 and float(moved[1, 1]) == 0.0  # "london": one token
+
+
+def test_value_clamp_shrinks_with_the_edits_in_one_solve() -> None:
+    """`max_norm_ref_edits`: the clamp on ‖δ‖/‖residual‖ is max_norm up to ref edits in one
+    solve, then max_norm_per_doubling less per doubling, never below max_norm_min; the
+    targets of a request set are clamped for a solve of its own size unless told the
+    solve's size (joint mode: every live edit)."""
+    rule = ValueOptConfig(max_norm=2.0, max_norm_ref_edits=64)
+    assert rule.clamp_for(None) == 2.0 and rule.clamp_for(16) == 2.0 and rule.clamp_for(64) == 2.0
+    assert rule.clamp_for(128) == 1.75 and rule.clamp_for(256) == 1.5
+    assert rule.clamp_for(1024) == 1.5  # the floor
+    assert ValueOptConfig(max_norm=2.0).clamp_for(1024) == 2.0  # no rule: fixed
+    for bad in ({"max_norm_min": 3.0}, {"max_norm_per_doubling": -1.0}, {"max_norm_ref_edits": 0}):
+        with pytest.raises(ValueError):
+            ValueOptConfig(**bad)  # type: ignore[arg-type]
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(4, seed=3)
+    tight = replace(
+        OPT,
+        bf16=False,
+        max_norm=1.0,
+        max_norm_ref_edits=2,
+        max_norm_per_doubling=0.5,
+        max_norm_min=0.05,
+    )
+    editor = optimising(loaded, value_opt=tight)
+    own = editor.residual_targets(reqs)  # a solve of 4: clamp 0.5
+    assert float(own.delta_ratio.max()) <= 0.5 + 1e-4
+    assert float(own.delta_ratio.max()) > 0.45  # at the bound: the tiny model needs more
+    many = editor.residual_targets(reqs, n_edits=64)  # 5 doublings past 2: the floor
+    assert float(many.delta_ratio.max()) <= 0.05 + 1e-4
+    few = editor.residual_targets(reqs[:2], n_edits=2)  # at ref: max_norm
+    assert 0.5 < float(few.delta_ratio.max()) <= 1.0 + 1e-4

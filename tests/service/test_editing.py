@@ -207,3 +207,26 @@ def test_joint_version_records_the_prior_weight_it_solved_with(tmp_path: Path) -
     _, live, m1, _ = _add_joint(backend, [], edits[:1])
     _, live, m2, _ = _add_joint(backend, live, edits[1:])
     assert (m1["preserve"], m2["preserve"]) == (0.5, 0.75)  # μ·max(1, N/2), N = 1 then 3
+
+
+def test_joint_batch_targets_are_clamped_for_every_live_edit(tmp_path: Path) -> None:
+    """With a clamp rule (`value_opt.max_norm_ref_edits`) a joint batch's residual targets
+    are found for the solve they go into — every live edit, the worker's `n_live` — not
+    for the batch alone."""
+    import torch
+
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import tiny_loaded
+    from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    rule = replace(OPT, bf16=False, max_norm=1.0, max_norm_ref_edits=2, max_norm_min=0.05)
+    editor = optimising(loaded, value_opt=rule)
+    backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
+    reqs = distinct_subject_facts(2, seed=5)
+    alone = backend.compute(_edit_dicts(reqs))
+    crowded = backend.compute(_edit_dicts(reqs), n_live=256)
+    want = editor.residual_targets(reqs, n_edits=256).z
+    for e, z in zip(crowded, want, strict=True):
+        torch.testing.assert_close(e.residual_target, z)
+    assert not torch.allclose(alone[0].residual_target, crowded[0].residual_target)
