@@ -126,10 +126,10 @@ class ValueOptConfig:
         _check_upper_tilt(self.upper_tilt)
         if self.refine < 0:
             raise ValueError(f"refine {self.refine} must be ≥ 0")
-        if self.max_norm <= 0 or not 0 < self.max_norm_min <= self.max_norm:
+        if self.max_norm <= 0 or self.max_norm_min <= 0:
             raise ValueError(
-                f"the value clamp needs 0 < max_norm_min ({self.max_norm_min}) ≤ max_norm "
-                f"({self.max_norm})"
+                f"the value clamp needs max_norm ({self.max_norm}) and max_norm_min "
+                f"({self.max_norm_min}) > 0"
             )
         if self.max_norm_per_doubling < 0:
             raise ValueError(f"max_norm_per_doubling {self.max_norm_per_doubling} must be ≥ 0")
@@ -139,13 +139,13 @@ class ValueOptConfig:
     def clamp_for(self, n_edits: int | None) -> float:
         """The clamp ‖δ‖/‖residual‖ of the values for a solve of `n_edits` edits (None: one
         of unknown size, max_norm): max_norm up to max_norm_ref_edits edits, then
-        max_norm_per_doubling less per doubling, down to max_norm_min."""
+        max_norm_per_doubling less per doubling, down to max_norm_min (a max_norm below
+        that floor is the clamp at every N)."""
         ref = self.max_norm_ref_edits
         if ref is None or n_edits is None or n_edits <= ref:
             return self.max_norm
-        return max(
-            self.max_norm_min, self.max_norm - self.max_norm_per_doubling * math.log2(n_edits / ref)
-        )
+        floor = min(self.max_norm_min, self.max_norm)
+        return max(floor, self.max_norm - self.max_norm_per_doubling * math.log2(n_edits / ref))
 
     @property
     def n_slots(self) -> int:

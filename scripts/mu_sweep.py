@@ -252,7 +252,6 @@ def main() -> int:
     }
     if args.value_max_norm is not None:
         vo_knobs["max_norm_ref_edits"] = None
-        vo_knobs["max_norm_min"] = min(args.value_max_norm, editor.config.value_opt.max_norm_min)
     if args.prefixes is not None:
         vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
     vo = replace(

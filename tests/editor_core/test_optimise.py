@@ -535,7 +535,9 @@ def test_value_clamp_shrinks_with_the_edits_in_one_solve() -> None:
     assert rule.clamp_for(128) == 1.75 and rule.clamp_for(256) == 1.5
     assert rule.clamp_for(1024) == 1.5  # the floor
     assert ValueOptConfig(max_norm=2.0).clamp_for(1024) == 2.0  # no rule: fixed
-    for bad in ({"max_norm_min": 3.0}, {"max_norm_per_doubling": -1.0}, {"max_norm_ref_edits": 0}):
+    low = ValueOptConfig(max_norm=1.0, max_norm_ref_edits=64)  # below the floor: fixed
+    assert low.clamp_for(16) == 1.0 and low.clamp_for(1024) == 1.0
+    for bad in ({"max_norm_min": 0.0}, {"max_norm_per_doubling": -1.0}, {"max_norm_ref_edits": 0}):
         with pytest.raises(ValueError):
             ValueOptConfig(**bad)  # type: ignore[arg-type]
 
