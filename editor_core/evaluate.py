@@ -224,7 +224,11 @@ def score_edited(
     """All quality metrics of the model as it is now, for the edits `facts`; LS on the
     neighbourhood prompts also split by whether the prompt's subject ends in an edited
     subject's last token (`ls_nb_shared_token`, with `nb_shared_token_share`) or not
-    (`ls_nb_own_token`): a subject-keyed edit reaches the first kind (docs/results.md)."""
+    (`ls_nb_own_token`): a subject-keyed edit reaches the first kind (docs/results.md); and
+    on the neighbourhood prompts whose gold answer the unedited model gave (`ls_nb_known`,
+    with `nb_known_share`): the facts about other subjects the model knew, kept or not —
+    LS against the unedited model also counts a changed non-answer ("the capital of" →
+    "Helsinki") as a loss."""
     model, tok = loaded.model, loaded.tokenizer
     reqs, para = requests_of(facts), paraphrase_requests(facts)
     ordinary_s = locality_scores(model, tok, ordinary, batch_size)
@@ -235,6 +239,7 @@ def score_edited(
     parts = {
         "nb_shared_token": [i for i, shared in known if shared],
         "nb_own_token": [i for i, shared in known if not shared],
+        "nb_known": knew_answer(neighborhood),
     }
     neighbour_s = locality_scores(model, tok, neighborhood, batch_size, parts)
     return {
@@ -248,7 +253,19 @@ def score_edited(
         "ls_nb_shared_token": neighbour_s["ls_nb_shared_token"],
         "ls_nb_own_token": neighbour_s["ls_nb_own_token"],
         "nb_shared_token_share": len(parts["nb_shared_token"]) / len(known) if known else None,
+        "ls_nb_known": neighbour_s["ls_nb_known"],
+        "nb_known_share": len(parts["nb_known"]) / len(neighborhood) if len(neighborhood) else None,
     }
+
+
+def knew_answer(loc: LocalitySet) -> list[int]:
+    """The prompts of `loc` with a gold answer that the unedited model's argmax gives at
+    every answer token (prepare_locality recorded it)."""
+    return [
+        i
+        for i, (g, b) in enumerate(zip(loc.gold, loc.base, strict=True))
+        if g is not None and b.tolist() == list(g)
+    ]
 
 
 def timed_delta(

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from editor_core.adapters import ModelAdapter
-from editor_core.encoding import EditBatch, EditRequest, encode_edits
+from editor_core.encoding import EditBatch, EditRequest, encode_edits, subject_token_index
 from editor_core.hooks import shifted
 from editor_core.loading import bf16_is_fast
 from editor_core.progress import bar
@@ -116,6 +116,14 @@ class ValueOptConfig:
     # With (−1, −2) the edit prompt and its paraphrases see both δs and a neighbour that
     # shares one of the two tokens sees one.
     subject_tokens: tuple[int, ...] = (-1,)
+    # ROME/MEMIT's "essence drift" penalty: each δ is also applied in `essence_prompt`
+    # (the subject alone, "{subject} is a"), and essence_weight × the KL divergence of the
+    # next-token distribution there from the unedited model's is added to its group's loss —
+    # so the δ carries the new fact, not a new identity for the subject, and the subject's
+    # other facts ("The capital of Germany is" after Germany's currency is edited) keep
+    # their answers.  0: off (ROME/MEMIT use 0.0625).
+    essence_weight: float = 0.0
+    essence_prompt: str = "{subject} is a"
 
     def __post_init__(self) -> None:
         # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
@@ -131,6 +139,10 @@ class ValueOptConfig:
                 f"the value clamp needs max_norm ({self.max_norm}) and max_norm_min "
                 f"({self.max_norm_min}) > 0"
             )
+        if self.essence_weight < 0:
+            raise ValueError(f"essence_weight {self.essence_weight} must be ≥ 0")
+        if self.essence_weight and "{subject}" not in self.essence_prompt:
+            raise ValueError(f"essence_prompt {self.essence_prompt!r} has no {{subject}} slot")
         if self.max_norm_per_doubling < 0:
             raise ValueError(f"max_norm_per_doubling {self.max_norm_per_doubling} must be ≥ 0")
         if self.max_norm_ref_edits is not None and self.max_norm_ref_edits < 1:
@@ -447,6 +459,7 @@ class _Chunk:
     keyed: torch.Tensor  # (B·P,) bool: the slot is its fact's in every context (else no δ, no row)
     n_facts: int
     n_tokens: int  # P, keyed subject tokens per fact
+    essence: _Essence | None = None  # the drift penalty's prompts (essence_weight > 0)
 
     @property
     def fact_keyed(self) -> torch.Tensor:
@@ -458,6 +471,69 @@ class _Chunk:
         """(F·P, D) from (B·P, D) slot rows: the mean over the fact's contexts."""
         n_var = self.batch.input_ids.shape[0] // self.n_facts
         return x.view(self.n_facts, n_var, self.n_tokens, -1).mean(1).flatten(0, 1)
+
+
+@dataclass
+class _Essence:
+    """The essence prompt of each of a chunk's facts that names a subject found in it
+    (E prompts, right-padded), its keyed slots (E·P,) like the chunk's, and the unedited
+    model's next-token log-probabilities after it (set by `_residual_targets`)."""
+
+    input_ids: torch.Tensor  # (E, T)
+    attention_mask: torch.Tensor  # (E, T)
+    last: torch.Tensor  # (E,) position of each prompt's last token
+    pos: torch.Tensor  # (E·P,) keyed position of each slot
+    keyed: torch.Tensor  # (E·P,) bool
+    fact: torch.Tensor  # (E,) the chunk fact each prompt belongs to
+    base: torch.Tensor | None = None  # (E, V) unedited log-probabilities at `last`
+
+
+def _encode_essence(
+    tokenizer: Any, requests: Sequence[EditRequest], cfg: ValueOptConfig, keyed: torch.Tensor
+) -> _Essence | None:
+    """`cfg.essence_prompt` for each request with a subject, keyed at the subject tokens the
+    request's own δs are (`keyed`: (F·P,) the chunk's `fact_keyed`); None when none has one."""
+    device = keyed.device
+    ids, pos, fact = [], [], []
+    for f, r in enumerate(requests):
+        if not (r.subject and r.subject.strip()):
+            continue
+        text = cfg.essence_prompt.replace("{subject}", r.subject.strip())
+        at = [subject_token_index(tokenizer, text, r.subject, w) for w in cfg.subject_tokens]
+        if any(a is None for a in at):
+            continue
+        ids.append(list(tokenizer(text, add_special_tokens=True)["input_ids"]))
+        pos.append(at)
+        fact.append(f)
+    if not ids:
+        return None
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for e, x in enumerate(ids):
+        input_ids[e, : len(x)] = torch.tensor(x)
+        mask[e, : len(x)] = 1
+    facts = torch.tensor(fact, device=device)
+    n_tok = len(cfg.subject_tokens)
+    slot = keyed.view(len(requests), n_tok)[facts]  # (E, P)
+    return _Essence(
+        input_ids.to(device),
+        mask.to(device),
+        torch.tensor([len(x) - 1 for x in ids], device=device),
+        torch.tensor(pos, device=device).reshape(-1),
+        slot.reshape(-1),
+        facts,
+    )
+
+
+def _essence_logprobs(model: Any, ess: _Essence, sel: torch.Tensor) -> torch.Tensor:
+    """(len(sel), V) fp32 next-token log-probabilities after essence prompts `sel`."""
+    hidden = model.base_model(
+        input_ids=ess.input_ids[sel], attention_mask=ess.attention_mask[sel]
+    ).last_hidden_state  # (E_s, T, H)
+    at = hidden[torch.arange(sel.shape[0], device=sel.device), ess.last[sel]]  # (E_s, H)
+    return F.log_softmax(model.get_output_embeddings()(at).float(), dim=-1)
 
 
 def _encode_chunk(
@@ -492,7 +568,10 @@ def _encode_chunk(
     n_var, n_tok = len(cfg.prefixes), at.shape[1]
     fresh = fresh.view(len(requests), n_var, n_tok).all(1, keepdim=True).expand(-1, n_var, -1)
     rows = torch.arange(len(variants), device=device).repeat_interleave(n_tok)
-    return _Chunk(batch, rows, at.reshape(-1), fresh.reshape(-1), len(requests), n_tok)
+    chunk = _Chunk(batch, rows, at.reshape(-1), fresh.reshape(-1), len(requests), n_tok)
+    if cfg.essence_weight > 0:
+        chunk.essence = _encode_essence(tokenizer, requests, cfg, chunk.fact_keyed)
+    return chunk
 
 
 def _residual_targets(
@@ -508,6 +587,13 @@ def _residual_targets(
     with torch.no_grad(), _at_block(block, chunk.rows, chunk.pos, None) as seen:
         _run_to_block(model, chunk.batch)
     z_base = seen["z"]  # (B·P, H)
+    ess = chunk.essence
+    if ess is not None:
+        use_bf16 = cfg.bf16 and bf16_is_fast(z_base.device)
+        with torch.no_grad(), torch.autocast(z_base.device.type, torch.bfloat16, enabled=use_bf16):
+            ess.base = _essence_logprobs(
+                model, ess, torch.arange(ess.fact.shape[0], device=z_base.device)
+            )
     # each group's own scale (RMS element of its residuals), so no group depends on another
     size = torch.bincount(group, minlength=n_groups).float()  # (G,) facts per group
     ms = z_base.view(n_facts, n_var * n_tok, -1).pow(2).mean((1, 2))  # (F,)
@@ -594,6 +680,7 @@ def _adam_on_residual(
     local = torch.full((n_groups,), -1, dtype=torch.long, device=device)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     use_bf16 = cfg.bf16 and bf16_is_fast(device)
+    ess = chunk.essence if cfg.essence_weight > 0 else None
     for step in range(cfg.steps + 1):
         gidx = active.nonzero()[:, 0]  # (A,) groups still moving
         local[gidx] = torch.arange(gidx.shape[0], device=device)
@@ -619,6 +706,10 @@ def _adam_on_residual(
             group_nll = torch.zeros(gidx.shape[0], device=device).index_add(0, owner, nll)
             group_nll = group_nll / size[gidx]  # (A,)
             loss = (group_nll + cfg.weight_decay * th.pow(2).mean((1, 2))).sum()
+        if ess is not None:
+            loss = loss + cfg.essence_weight * _essence_drift(
+                model, block, ess, th, scale[gidx], local, group, active, use_bf16
+            )
         final[fidx] = nll.detach()
         moving = group_nll.detach() > cfg.stop_loss  # (A,)
         active[gidx] = moving
@@ -633,3 +724,39 @@ def _adam_on_residual(
         theta[j] = new * (limit / new.norm(dim=2, keepdim=True).clamp(min=limit))
         steps_taken[j] += 1
     return (scale * theta).detach(), final, steps_taken
+
+
+def _essence_drift(
+    model: Any,
+    block: nn.Module,
+    ess: _Essence,
+    th: torch.Tensor,
+    scale: torch.Tensor,
+    local: torch.Tensor,
+    group: torch.Tensor,
+    active: torch.Tensor,
+    use_bf16: bool,
+) -> torch.Tensor:
+    """Σ over the moving groups of the mean KL(unedited ‖ edited) of the next token after
+    their facts' essence prompts, with their δs (scale·θ, `th` (A, P, H)) in place."""
+    esel = active[group[ess.fact]].nonzero()[:, 0]  # (E_a,) prompts of moving groups
+    if not esel.shape[0]:
+        return th.sum() * 0.0
+    n_tok = th.shape[1]
+    owner = local[group[ess.fact[esel]]]  # (E_a,) row of each prompt's group in `th`
+    keyed = ess.keyed.view(-1, n_tok, 1)[esel]  # (E_a, P, 1)
+    add = ((scale * th)[owner] * keyed).flatten(0, 1)  # (E_a·P, H), built outside no_grad
+    rows = torch.arange(esel.shape[0], device=esel.device).repeat_interleave(n_tok)
+    pos = ess.pos.view(-1, n_tok)[esel].reshape(-1)
+    assert ess.base is not None
+    with (
+        torch.no_grad(),
+        torch.autocast(esel.device.type, torch.bfloat16, enabled=use_bf16),
+        _at_block(block, rows, pos, add, enable_grad=True),
+    ):
+        now = _essence_logprobs(model, ess, esel)  # (E_a, V)
+        base = ess.base[esel]
+        kl = (base.exp() * (base - now)).sum(-1)  # (E_a,)
+        per_group = torch.zeros(th.shape[0], device=th.device).index_add(0, owner, kl)
+        count = torch.zeros(th.shape[0], device=th.device).index_add(0, owner, torch.ones_like(kl))
+        return (per_group / count.clamp(min=1.0)).sum()

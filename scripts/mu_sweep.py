@@ -39,10 +39,11 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
-from editor_core.data.formats import is_question
+from editor_core.data.formats import LocalityPrompt, is_question
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
     last_token_sharing,
+    locality_scores,
     neighbourhood_of,
     paraphrase_requests,
     prepare_locality,
@@ -140,6 +141,12 @@ def main() -> int:
         default=None,
         help="Adam step of the residual targets (value_opt.lr): a smaller one can stop a δ "
         "at the stop loss before it reaches the norm clamp",
+    )
+    p.add_argument(
+        "--essence-weight",
+        type=float,
+        default=None,
+        help="ROME's essence-drift penalty on each value (value_opt.essence_weight; 0 = off)",
     )
     p.add_argument(
         "--value-batch",
@@ -244,6 +251,7 @@ def main() -> int:
         "steps": args.value_steps,
         "lr": args.value_lr,
         "batch_facts": args.value_batch,
+        "essence_weight": args.essence_weight,
         "max_norm": args.value_max_norm,
         "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
@@ -287,6 +295,7 @@ def main() -> int:
             continue
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
+        same = same_subject_prompts(loaded, facts, chosen)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
             setting = {
@@ -314,6 +323,12 @@ def main() -> int:
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
                 scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
+                scores["ls_same_subject"] = (
+                    locality_scores(loaded.model, loaded.tokenizer, same)["ls"]
+                    if len(same)
+                    else None
+                )
+                scores["n_same_subject"] = len(same)
             finally:
                 restore(loaded.adapter, base)
             row = {
@@ -331,6 +346,18 @@ def main() -> int:
     write_table(rows_path, args.out / "table.md")
     write_plot(rows_path, args.out / "frontier.png")
     return 0
+
+
+def same_subject_prompts(loaded: Any, facts: list[Any], chosen: list[Any], cap: int = 512) -> Any:
+    """The prompts of the split's facts about an edited subject that are not edited
+    themselves (another relation of the same subject), with the unedited model's greedy
+    continuation (call before editing): what a subject's δ must leave alone."""
+    edited = {f.subject for f in chosen if f.subject}
+    ids = {f.id for f in chosen}
+    prompts = [LocalityPrompt(f.prompt) for f in facts if f.subject in edited and f.id not in ids][
+        :cap
+    ]
+    return prepare_locality(loaded.model, loaded.tokenizer, prompts)
 
 
 def split_by_last_token(facts: list[Any], es: list[float], tokenizer: Any) -> dict[str, float]:
@@ -370,6 +397,8 @@ def targets_tag(vo: ValueOptConfig, n_edits: int | None = None) -> str:
         tag += f", max_norm {clamp:g}"
     if vo.lr != default.lr:
         tag += f", lr {vo.lr:g}"
+    if vo.essence_weight != default.essence_weight:
+        tag += f", essence {vo.essence_weight:g}"
     if vo.stop_loss != default.stop_loss:
         tag += f", stop {vo.stop_loss:g}"
     if vo.subject_tokens != default.subject_tokens:

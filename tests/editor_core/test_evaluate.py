@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 import torch
 
+from editor_core.apply import restore, snapshot
 from editor_core.config import ModelSpec
 from editor_core.data.formats import Fact, LocalityPrompt, write_facts, write_locality
 from editor_core.encoding import EditRequest, tokenize_pair
 from editor_core.evaluate import (
     generation_check,
+    knew_answer,
     last_token_sharing,
     locality_scores,
     prepare_locality,
@@ -107,6 +109,41 @@ def test_score_edited_splits_neighbours_by_the_edited_last_token(tiny_dir: Path)
     m = score_edited(loaded, facts, prepare_locality(loaded.model, loaded.tokenizer, LOCALITY), nb)
     assert m["nb_shared_token_share"] == 0.5  # "madrid tower" ends in an edited " tower"
     assert m["ls_nb_shared_token"] == 1.0 and m["ls_nb_own_token"] == 1.0  # unedited
+    assert m["ls_nb_known"] is None and m["nb_known_share"] == 0.0  # no gold answers
+
+
+def test_known_neighbours_are_those_whose_gold_answer_the_model_gave(tiny_dir: Path) -> None:
+    """`ls_nb_known`: LS over the neighbourhood prompts whose gold answer is the unedited
+    model's argmax at every answer token — the facts it knew."""
+    loaded = load_model(ModelSpec(source=str(tiny_dir), device="cpu"))
+    tok = loaded.tokenizer
+    prompts = [LocalityPrompt(f"The {w} tower is located in", "london") for w in ("a", "b", "c")]
+    fact = Fact(
+        "f",
+        "The paris tower is located in",
+        "rome",
+        subject="paris tower",
+        neighborhood=tuple(prompts),
+    )
+    nb = prepare_locality(loaded.model, tok, prompts)
+    nb.gold[0] = nb.base[0].tolist()  # the model "knew" the first answer
+    nb.gold[1] = [t + 1 for t in nb.base[1].tolist()]  # and not the second
+    nb.gold[2] = nb.base[2].tolist()
+    assert knew_answer(nb) == [0, 2]
+    ordinary = prepare_locality(loaded.model, tok, LOCALITY)
+    m = score_edited(loaded, [fact], ordinary, nb)
+    assert m["ls_nb_known"] == 1.0 and m["nb_known_share"] == pytest.approx(2 / 3)
+    masters = snapshot(loaded.adapter)
+    try:
+        with torch.no_grad():
+            for mod in loaded.adapter.modules:
+                w = loaded.adapter.weight(mod.name)
+                w.add_(torch.randn_like(w) * 5.0)
+        edited = score_edited(loaded, [fact], ordinary, nb)
+        want = locality_scores(loaded.model, tok, nb.subset([0, 2]))["ls"]
+        assert edited["ls_nb_known"] == pytest.approx(want)
+    finally:
+        restore(loaded.adapter, masters)
 
 
 def _facts() -> list[Fact]:

@@ -559,3 +559,36 @@ def test_value_clamp_shrinks_with_the_edits_in_one_solve() -> None:
     assert float(many.delta_ratio.max()) <= 0.05 + 1e-4
     few = editor.residual_targets(reqs[:2], n_edits=2)  # at ref: max_norm
     assert 0.5 < float(few.delta_ratio.max()) <= 1.0 + 1e-4
+
+
+def test_essence_penalty_keeps_the_subject_alone_closer_to_the_unedited_model() -> None:
+    """`essence_weight` (ROME's essence drift): each δ is also applied in "{subject} is a"
+    and the KL of the next token there from the unedited model's joins its loss, so the
+    edited model drifts less on the subject alone."""
+    with pytest.raises(ValueError, match="slot"):
+        ValueOptConfig(essence_weight=0.1, essence_prompt="no subject here")
+    with pytest.raises(ValueError, match="essence_weight"):
+        ValueOptConfig(essence_weight=-1.0)
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(4, seed=2)
+    tok = loaded.tokenizer
+
+    def essence(subject: str) -> torch.Tensor:
+        ids = tok(f"{subject} is a", return_tensors="pt").input_ids
+        with torch.no_grad():
+            return torch.log_softmax(loaded.model(ids).logits[0, -1].float(), -1)
+
+    base = {r.subject: essence(r.subject or "") for r in reqs}
+
+    def drift(weight: float) -> float:
+        editor = optimising(loaded, value_opt=replace(OPT, bf16=False, essence_weight=weight))
+        masters = snapshot(loaded.adapter)
+        try:
+            apply_delta(loaded.adapter, editor.compute_delta(reqs), masters)
+            kls = [float((b.exp() * (b - essence(s or ""))).sum()) for s, b in base.items()]
+        finally:
+            restore(loaded.adapter, masters)
+        return sum(kls) / len(kls)
+
+    free, held = drift(0.0), drift(10.0)
+    assert free > 0 and held < 0.5 * free
