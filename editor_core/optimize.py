@@ -13,7 +13,9 @@ This module produces the rows without a hyper-network (`EditorConfig.values="opt
    subject's last token, found by a few Adam steps on the target's cross-entropy in the
    edit prompt and in variants of it (`prefixes`: text before the prompt — the edit should
    not depend on what precedes it — or a frame around it, such as the fact asked as a
-   question), with ‖δ‖ clamped to `max_norm`·‖residual‖;
+   question), with ‖δ‖ clamped to `max_norm`·‖residual‖ (a clamp that can shrink with
+   the number of edits in the solve, `ValueOptConfig.clamp_for`) and, optionally, ROME's
+   essence-drift penalty (`essence_weight`);
 2. spread over the edited layers lowest first, as MEMIT does: layer j's rows ask for
    1/(layers left) of what is still missing at the last layer once the shifts of the layers
    below are in.  Keys are the down-projection inputs at the subject's last token,
@@ -498,8 +500,9 @@ def _encode_essence(
     for f, r in enumerate(requests):
         if not (r.subject and r.subject.strip()):
             continue
-        text = cfg.essence_prompt.replace("{subject}", r.subject.strip())
-        at = [subject_token_index(tokenizer, text, r.subject, w) for w in cfg.subject_tokens]
+        subject = r.subject.strip()
+        text = cfg.essence_prompt.replace("{subject}", subject)
+        at = [subject_token_index(tokenizer, text, subject, w) for w in cfg.subject_tokens]
         if any(a is None for a in at):
             continue
         ids.append(list(tokenizer(text, add_special_tokens=True)["input_ids"]))
