@@ -214,12 +214,26 @@ def paraphrase_requests(facts: Sequence[Fact]) -> list[EditRequest]:
     return [EditRequest(p, f.target, f.subject or None) for f in facts for p in f.paraphrases]
 
 
+def same_subject_prompts(
+    pool: Sequence[Fact], edited: Sequence[Fact], cap: int = 512
+) -> list[LocalityPrompt]:
+    """The prompts of the facts in `pool` that name an edited subject but are not edited
+    themselves — the subject's other relations, which a subject-keyed edit must leave alone
+    (at most `cap`, in pool order)."""
+    subjects = {f.subject for f in edited if f.subject}
+    ids = {f.id for f in edited}
+    return [LocalityPrompt(f.prompt) for f in pool if f.subject in subjects and f.id not in ids][
+        :cap
+    ]
+
+
 def score_edited(
     loaded: LoadedModel,
     facts: Sequence[Fact],
     ordinary: LocalitySet,
     neighborhood: LocalitySet,
     batch_size: int = BATCH_SIZE,
+    same_subject: LocalitySet | None = None,
 ) -> dict[str, float | None]:
     """All quality metrics of the model as it is now, for the edits `facts`; LS on the
     neighbourhood prompts also split by whether the prompt's subject ends in an edited
@@ -228,7 +242,8 @@ def score_edited(
     on the neighbourhood prompts whose gold answer the unedited model gave (`ls_nb_known`,
     with `nb_known_share`): the facts about other subjects the model knew, kept or not —
     LS against the unedited model also counts a changed non-answer ("the capital of" →
-    "Helsinki") as a loss."""
+    "Helsinki") as a loss.  `same_subject` (prepared from `same_subject_prompts`): LS on the
+    edited subjects' other facts (`ls_same_subject`, with `n_same_subject`)."""
     model, tok = loaded.model, loaded.tokenizer
     reqs, para = requests_of(facts), paraphrase_requests(facts)
     ordinary_s = locality_scores(model, tok, ordinary, batch_size)
@@ -255,6 +270,10 @@ def score_edited(
         "nb_shared_token_share": len(parts["nb_shared_token"]) / len(known) if known else None,
         "ls_nb_known": neighbour_s["ls_nb_known"],
         "nb_known_share": len(parts["nb_known"]) / len(neighborhood) if len(neighborhood) else None,
+        "ls_same_subject": (
+            locality_scores(model, tok, same_subject, batch_size)["ls"] if same_subject else None
+        ),
+        "n_same_subject": len(same_subject) if same_subject is not None else None,
     }
 
 
@@ -297,6 +316,7 @@ def evaluate_edit(
     ordinary: LocalitySet,
     neighborhood: LocalitySet,
     batch_size: int = BATCH_SIZE,
+    same_subject: LocalitySet | None = None,
 ) -> dict[str, Any]:
     """Apply all `facts` at once, score, restore the base weights (bit-exact)."""
     masters = snapshot(loaded.adapter)
@@ -306,7 +326,7 @@ def evaluate_edit(
         apply_delta(loaded.adapter, delta, masters)
         return {
             "n": len(facts),
-            **score_edited(loaded, facts, ordinary, neighborhood, batch_size),
+            **score_edited(loaded, facts, ordinary, neighborhood, batch_size, same_subject),
             **cost,
         }
     finally:

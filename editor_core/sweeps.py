@@ -21,7 +21,9 @@ from editor_core.evaluate import (
     LocalitySet,
     evaluate_edit,
     neighbourhood_of,
+    prepare_locality,
     requests_of,
+    same_subject_prompts,
     sample_facts,
     score_edited,
     timed_delta,
@@ -46,6 +48,7 @@ def run_simultaneous(
     """{editor: {str(N): metrics}} with N edits applied at once (same facts per N)."""
     out: dict[str, dict[str, Any]] = {name: {} for name in editors}
     jobs = [(name, n) for n in ns for name in editors]
+    same: dict[int, LocalitySet] = {}  # per N: the edited subjects' other facts
     for name, n in tqdm(jobs, desc="simultaneous", unit="run"):
         chosen = sample_facts(facts, n, seed)
         if chosen is None:
@@ -54,7 +57,12 @@ def run_simultaneous(
             out[name][str(n)] = {"n": n, "skipped": msg}
             continue
         nb = neighbourhood_of(chosen, neighborhood)
-        out[name][str(n)] = evaluate_edit(loaded, editors[name], chosen, ordinary, nb, batch_size)
+        if n not in same:  # the model holds the base weights between runs
+            prompts = same_subject_prompts(facts, chosen)
+            same[n] = prepare_locality(loaded.model, loaded.tokenizer, prompts)
+        out[name][str(n)] = evaluate_edit(
+            loaded, editors[name], chosen, ordinary, nb, batch_size, same[n]
+        )
     return out
 
 

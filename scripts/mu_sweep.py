@@ -39,15 +39,15 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
-from editor_core.data.formats import LocalityPrompt, is_question
+from editor_core.data.formats import is_question
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
     last_token_sharing,
-    locality_scores,
     neighbourhood_of,
     paraphrase_requests,
     prepare_locality,
     requests_of,
+    same_subject_prompts,
     sample_facts,
     score_edited,
 )
@@ -295,7 +295,7 @@ def main() -> int:
             continue
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
-        same = same_subject_prompts(loaded, facts, chosen)
+        same = prepare_locality(loaded.model, loaded.tokenizer, same_subject_prompts(facts, chosen))
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
             setting = {
@@ -317,18 +317,12 @@ def main() -> int:
                 rows = editor.joint_rows(reqs, z, progress=True)
                 apply_delta(loaded.adapter, editor.solve(rows, len(reqs)), base)
                 spread_s = time.perf_counter() - t0
-                scores = score_edited(loaded, chosen, ordinary, nb)
+                scores = score_edited(loaded, chosen, ordinary, nb, same_subject=same)
                 es = token_accuracy(loaded.model, loaded.tokenizer, reqs)  # per fact
                 first = es[: args.first]
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
                 scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
-                scores["ls_same_subject"] = (
-                    locality_scores(loaded.model, loaded.tokenizer, same)["ls"]
-                    if len(same)
-                    else None
-                )
-                scores["n_same_subject"] = len(same)
             finally:
                 restore(loaded.adapter, base)
             row = {
@@ -346,18 +340,6 @@ def main() -> int:
     write_table(rows_path, args.out / "table.md")
     write_plot(rows_path, args.out / "frontier.png")
     return 0
-
-
-def same_subject_prompts(loaded: Any, facts: list[Any], chosen: list[Any], cap: int = 512) -> Any:
-    """The prompts of the split's facts about an edited subject that are not edited
-    themselves (another relation of the same subject), with the unedited model's greedy
-    continuation (call before editing): what a subject's δ must leave alone."""
-    edited = {f.subject for f in chosen if f.subject}
-    ids = {f.id for f in chosen}
-    prompts = [LocalityPrompt(f.prompt) for f in facts if f.subject in edited and f.id not in ids][
-        :cap
-    ]
-    return prepare_locality(loaded.model, loaded.tokenizer, prompts)
 
 
 def split_by_last_token(facts: list[Any], es: list[float], tokenizer: Any) -> dict[str, float]:

@@ -363,6 +363,7 @@ _COLUMNS = (
     "ls_nb_shared_token",
     "ls_nb_own_token",
     "ls_nb_known",
+    "ls_same_subject",
     "ls_gold_ordinary",
     "ls_gold_neighborhood",
     "edit_seconds",
@@ -417,7 +418,8 @@ def write_markdown(results: dict[str, Any]) -> str:
             "ls_nb_shared_token / ls_nb_own_token: LS on the neighbourhood prompts whose subject "
             "ends in the same token as an edited subject (where a subject-keyed edit is read) / "
             "on the others. ls_nb_known: LS on the neighbourhood prompts whose gold answer the "
-            "unedited model gave (facts about other subjects it knew).",
+            "unedited model gave (facts about other subjects it knew). ls_same_subject: LS on "
+            "the set's unedited facts about an edited subject (its other relations).",
         ]
         for run_name, history in res["sequential"].items():
             cols = ["edits", "es", "gs", "ls_ordinary", "ls_neighborhood", "es_first_batch"]

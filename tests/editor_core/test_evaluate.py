@@ -20,6 +20,7 @@ from editor_core.evaluate import (
     last_token_sharing,
     locality_scores,
     prepare_locality,
+    same_subject_prompts,
     score_edited,
 )
 from editor_core.loading import load_model
@@ -227,6 +228,7 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
             assert set(by_n) == {"1", "4", "16"}
     assert "skipped" in results["facts"]["simultaneous"]["ft"]["16"]  # 12 facts < 16
     assert results["facts"]["simultaneous"]["none"]["4"]["ls_ordinary"] == 1.0
+    assert results["facts"]["simultaneous"]["none"]["4"]["n_same_subject"] == 0  # no subjects
     seq = results["facts"]["sequential"]
     assert set(seq) == {"malmen/joint", "malmen/sequential"}
     assert [h["edits"] for h in seq["malmen/joint"]] == [3, 6]
@@ -246,7 +248,7 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
         assert (out / png).stat().st_size > 1000
     md = (out / "results.md").read_text()
     assert "N simultaneous edits" in md and "| malmen |" in md and "| malmen-ridge |" in md
-    assert "| preserve |" in md
+    assert "| preserve |" in md and "ls_same_subject" in md
 
 
 def test_with_overrides_sets_preserve_and_leaves_the_rest() -> None:
@@ -295,3 +297,25 @@ def test_last_token_sharing_marks_edits_and_neighbours_that_meet_at_one_token() 
         "The founder of Tara Oliver is": False,
         "Jon Byron was born in": True,  # its own fact's subject ends in "Byron"
     }  # "Else is": no subject to read it from
+
+
+def test_same_subject_prompts_are_the_edited_subjects_unedited_facts(tiny_dir: Path) -> None:
+    """`same_subject_prompts`: the pool's facts about an edited subject that are not edited
+    (its other relations); `score_edited` scores LS on them as `ls_same_subject`."""
+    pool = [
+        Fact("a1", "The paris tower is located in", "rome", subject="paris tower"),
+        Fact("a2", "The paris tower was built by", "london", subject="paris tower"),
+        Fact("b1", "The rome city is located in", "paris", subject="rome city"),
+        Fact("c1", "A fact with no subject is", "true"),
+    ]
+    edited = [pool[0]]
+    assert [p.prompt for p in same_subject_prompts(pool, edited)] == [pool[1].prompt]
+    assert same_subject_prompts(pool, edited, cap=0) == []
+    loaded = load_model(ModelSpec(source=str(tiny_dir), device="cpu"))
+    tok = loaded.tokenizer
+    same = prepare_locality(loaded.model, tok, same_subject_prompts(pool, edited))
+    ordinary = prepare_locality(loaded.model, tok, LOCALITY)
+    empty = prepare_locality(loaded.model, tok, [])
+    m = score_edited(loaded, edited, ordinary, empty, same_subject=same)
+    assert m["ls_same_subject"] == 1.0 and m["n_same_subject"] == 1  # unedited model
+    assert score_edited(loaded, edited, ordinary, empty)["ls_same_subject"] is None
