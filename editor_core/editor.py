@@ -462,6 +462,10 @@ class MalmenEditor:
                 out[i] = members
         return out
 
+    def target_clamp(self, n_edits: int) -> float:
+        """The value clamp of the residual targets for a solve of `n_edits` edits."""
+        return self.config.value_opt.clamp_for(n_edits)
+
     def refresh_targets(
         self,
         requests: Sequence[EditRequest],
@@ -469,6 +473,7 @@ class MalmenEditor:
         z: Sequence[torch.Tensor],
         found_with: Sequence[tuple[str, ...] | None],
         progress: bool = False,
+        clamps: Sequence[float | None] | None = None,
     ) -> tuple[torch.Tensor, list[tuple[str, ...]], list[int]]:
         """Residual targets of the live edits `requests` for one joint version.
 
@@ -476,10 +481,19 @@ class MalmenEditor:
         Edits that name one subject must share their δ (optimize.py, `group_subjects`);
         when a subject's live edits were not all found together (they came in different
         batches, or one of them was withdrawn), the group is re-optimised from the weights
-        the model holds now — the base weights, in joint mode.  Returns (targets (F, n_slots,
-        H) in request order, each edit's group now, the indices re-optimised)."""
+        the model holds now — the base weights, in joint mode.  So is a target found with another
+        value clamp (`clamps[i]`; None: `max_norm`, as before the clamp rule) than a solve of
+        all `requests` uses (`ValueOptConfig.clamp_for`): a version is then exactly the
+        simultaneous edit of its live facts.  Returns (targets (F, n_slots, H) in request
+        order, each edit's group now, the indices re-optimised); every target returned has
+        the clamp `target_clamp(len(requests))`."""
         want = self.target_groups(requests, ids)
         changed = {ids[i] for i, fw in enumerate(found_with) if tuple(fw or (ids[i],)) != want[i]}
+        if clamps is not None:
+            vo, now = self.config.value_opt, self.target_clamp(len(requests))
+            changed |= {
+                ids[i] for i, c in enumerate(clamps) if (vo.max_norm if c is None else c) != now
+            }
         stale = [i for i in range(len(requests)) if changed.intersection(want[i])]  # whole groups
         out = [t.cpu() for t in z]
         if stale:

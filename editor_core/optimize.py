@@ -37,7 +37,6 @@ learning rate fits every layer and model; `weight_decay` penalises the mean squa
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -71,7 +70,7 @@ class ValueOptConfig:
     stop_loss: float = 0.05  # a fact stops once its mean target NLL is below this
     max_norm: float = 2.0  # ‖δ‖ ≤ max_norm · ‖residual‖ at the subject token (MEMIT's clamp)
     # The clamp for a solve of many edits (`clamp_for`): with max_norm_ref_edits set, a
-    # solve of N > ref edits clamps at max_norm − max_norm_per_doubling·log2(N/ref), never
+    # solve of N > ref edits clamps at max_norm − max_norm_per_doubling·⌈log2(N/ref)⌉, never
     # below max_norm_min.  The δs sit at the clamp (Adam runs each to the bound), and the
     # more edits one solve holds, the more their rows crowd each other and the prior: a
     # tighter bound then buys locality at less cost than a larger μ (docs/val_optimise.md,
@@ -153,13 +152,15 @@ class ValueOptConfig:
     def clamp_for(self, n_edits: int | None) -> float:
         """The clamp ‖δ‖/‖residual‖ of the values for a solve of `n_edits` edits (None: one
         of unknown size, max_norm): max_norm up to max_norm_ref_edits edits, then
-        max_norm_per_doubling less per doubling, down to max_norm_min (a max_norm below
-        that floor is the clamp at every N)."""
+        max_norm_per_doubling less per doubling begun (⌈log2(N/ref)⌉: whole steps, so a
+        joint version re-optimises stored values only when N crosses a doubling), down to
+        max_norm_min (a max_norm below that floor is the clamp at every N)."""
         ref = self.max_norm_ref_edits
         if ref is None or n_edits is None or n_edits <= ref:
             return self.max_norm
+        doublings = (-(-n_edits // ref) - 1).bit_length()  # ⌈log2(N/ref)⌉, in integers
         floor = min(self.max_norm_min, self.max_norm)
-        return max(floor, self.max_norm - self.max_norm_per_doubling * math.log2(n_edits / ref))
+        return max(floor, self.max_norm - self.max_norm_per_doubling * doublings)
 
     @property
     def n_slots(self) -> int:

@@ -109,6 +109,7 @@ def run_sequential(
     live_ids: list[str] = []
     live_z: list[torch.Tensor] = []  # their residual targets, (n_slots, H) each
     live_with: list[tuple[str, ...]] = []  # and the edits each target was found with
+    live_clamp: list[float] = []  # and the value clamp each was found with
     tok = loaded.tokenizer
     device = next(loaded.model.parameters()).device
     history: list[dict[str, Any]] = []
@@ -125,8 +126,12 @@ def run_sequential(
                 # the clamp of a solve of every live edit (ValueOptConfig.clamp_for)
                 live_z.extend(editor.residual_targets(reqs, n_edits=len(live_reqs)).z.cpu())
                 live_with.extend(editor.target_groups(reqs, ids))
+                live_clamp.extend([editor.target_clamp(len(live_reqs))] * len(reqs))
                 if scored:
-                    z, live_with, _ = editor.refresh_targets(live_reqs, live_ids, live_z, live_with)
+                    z, live_with, _ = editor.refresh_targets(
+                        live_reqs, live_ids, live_z, live_with, clamps=live_clamp
+                    )
+                    live_clamp = [editor.target_clamp(len(live_reqs))] * len(live_reqs)
                     live_z = list(z)  # subjects edited across batches: one δ each
                     rows = editor.joint_rows(live_reqs, z)
                     apply_delta(loaded.adapter, editor.solve(rows, len(live_reqs)), base)

@@ -69,6 +69,9 @@ class StoredEdit:
     residual_target: torch.Tensor | None = None  # (n_slots, H): re-spreading editors only
     # the edit ids the residual target was optimised together with (its subject group)
     target_group: tuple[str, ...] | None = None
+    # the value clamp the residual target was found with (None: max_norm, stored before
+    # the clamp rule): joint versions re-optimise a target whose clamp is not the solve's
+    target_clamp: float | None = None
 
 
 RESIDUAL_TARGET = "residual_target"  # no "/keys" suffix: never read as a module's rows
@@ -99,6 +102,7 @@ class RowStore:
             "target": edit.target,
             "subject": edit.subject,
             "target_group": list(edit.target_group) if edit.target_group else None,
+            "target_clamp": edit.target_clamp,
             "sha256": file_sha256(path),
         }
         (self.root / f"{edit.edit_id}.json").write_text(json.dumps(sidecar))
@@ -129,6 +133,7 @@ class RowStore:
             meta.get("subject"),
             flat.get(RESIDUAL_TARGET),
             tuple(meta["target_group"]) if meta.get("target_group") else None,
+            meta.get("target_clamp"),
         )
         self._cache[edit_id] = edit
         return edit
@@ -170,16 +175,18 @@ class EditBackend:
             )
         targets: list[torch.Tensor | None] = [None] * len(requests)
         groups: list[tuple[str, ...] | None] = [None] * len(requests)
+        clamp = None
         if getattr(self.editor, "respreads", False):
             z = self.editor.residual_targets(requests, n_edits=n_live).z.cpu()  # (n, n_slots, H)
             rows = self.editor.joint_rows(requests, z)  # this batch alone: kept for fallback
             targets = list(z)
             groups = list(self.editor.target_groups(requests, [e["edit_id"] for e in edits]))
+            clamp = self.editor.target_clamp(len(requests) if n_live is None else n_live)
         else:
             rows = self.editor.compute_rows(requests)
         per_edit = split_rows(rows, len(requests))
         return [
-            StoredEdit(e["edit_id"], e["prompt"], e["target"], r, req.subject, zt, g)
+            StoredEdit(e["edit_id"], e["prompt"], e["target"], r, req.subject, zt, g, clamp)
             for e, req, r, zt, g in zip(edits, requests, per_edit, targets, groups, strict=True)
         ]
 
@@ -251,13 +258,25 @@ class EditBackend:
             EditRequest(edits[i].prompt, edits[i].target, edits[i].subject or None) for i in ids
         ]
         z, groups, redone = self.editor.refresh_targets(
-            requests, ids, targets, [edits[i].target_group for i in ids]
+            requests,
+            ids,
+            targets,
+            [edits[i].target_group for i in ids],
+            clamps=[edits[i].target_clamp for i in ids],
         )
-        for k in redone:  # a subject's live edits, re-optimised as one group: keep that
-            edits[ids[k]].residual_target, edits[ids[k]].target_group = z[k], groups[k]
-            self.rows.save(edits[ids[k]])
+        clamp = self.editor.target_clamp(len(ids))
+        for k in redone:  # re-optimised (a subject's live edits as one group, or a new clamp)
+            e = edits[ids[k]]
+            e.residual_target, e.target_group, e.target_clamp = z[k], groups[k], clamp
+            self.rows.save(e)
         if redone:
-            log.info("re-optimised the residual targets of %d edits sharing subjects", len(redone))
+            log.info(
+                "re-optimised the residual targets of %d edits (subjects edited in several "
+                "batches, or the value clamp of %d live edits: %g)",
+                len(redone),
+                len(ids),
+                clamp,
+            )
         return dict(self.editor.joint_rows(requests, z)), len(redone)
 
     def sequential(

@@ -533,10 +533,14 @@ def test_value_clamp_shrinks_with_the_edits_in_one_solve() -> None:
     rule = ValueOptConfig(max_norm=2.0, max_norm_ref_edits=64)
     assert rule.clamp_for(None) == 2.0 and rule.clamp_for(16) == 2.0 and rule.clamp_for(64) == 2.0
     assert rule.clamp_for(128) == 1.75 and rule.clamp_for(256) == 1.5
+    assert rule.clamp_for(65) == 1.75 and rule.clamp_for(129) == 1.5  # whole doublings begun
+    low = ValueOptConfig(max_norm=2.0, max_norm_ref_edits=64, max_norm_min=0.5)
+    steps = [low.clamp_for(n) for n in (64, 65, 128, 129, 256, 257, 512, 513)]
+    assert steps == [2.0, 1.75, 1.75, 1.5, 1.5, 1.25, 1.25, 1.0]
     assert rule.clamp_for(1024) == 1.5  # the floor
     assert ValueOptConfig(max_norm=2.0).clamp_for(1024) == 2.0  # no rule: fixed
-    low = ValueOptConfig(max_norm=1.0, max_norm_ref_edits=64)  # below the floor: fixed
-    assert low.clamp_for(16) == 1.0 and low.clamp_for(1024) == 1.0
+    fixed = ValueOptConfig(max_norm=1.0, max_norm_ref_edits=64)  # below the floor: fixed
+    assert fixed.clamp_for(16) == 1.0 and fixed.clamp_for(1024) == 1.0
     for bad in ({"max_norm_min": 0.0}, {"max_norm_per_doubling": -1.0}, {"max_norm_ref_edits": 0}):
         with pytest.raises(ValueError):
             ValueOptConfig(**bad)  # type: ignore[arg-type]

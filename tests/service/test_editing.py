@@ -230,3 +230,40 @@ def test_joint_batch_targets_are_clamped_for_every_live_edit(tmp_path: Path) -> 
     for e, z in zip(crowded, want, strict=True):
         torch.testing.assert_close(e.residual_target, z)
     assert not torch.allclose(alone[0].residual_target, crowded[0].residual_target)
+
+
+def test_a_joint_version_past_a_doubling_reoptimises_for_the_new_clamp(tmp_path: Path) -> None:
+    """With a clamp rule, the targets stored when fewer edits were live were found with a
+    larger clamp: the version that crosses a doubling re-optimises them, so it equals the
+    simultaneous edit of its live facts; the clamp is stored with each edit."""
+    import torch
+
+    from editor_core.apply import new_weights
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import tiny_loaded
+    from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    rule = replace(OPT, bf16=False, max_norm=1.0, max_norm_ref_edits=2, max_norm_min=0.05)
+    editor = optimising(loaded, value_opt=rule)
+    backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
+    reqs = distinct_subject_facts(3, seed=9)
+    edits = _edit_dicts(reqs)
+    first = backend.compute(edits[:2], n_live=2)
+    for e in first:
+        backend.rows.save(e)
+    _, live, m1 = backend.joint([], first, set())
+    assert m1["targets_reoptimised"] == 0 and first[0].target_clamp == 1.0
+    second = backend.compute(edits[2:], n_live=3)  # 3 live edits: one doubling past 2
+    for e in second:
+        backend.rows.save(e)
+    tensors, live, m2 = backend.joint(live, second, set())
+    assert m2["targets_reoptimised"] == 2 and live == ["e0", "e1", "e2"]
+    stored = RowStore(tmp_path / "edits").load("e0")  # from disk
+    assert stored.target_clamp == 0.75  # 1 − ¼
+    z = editor.residual_targets(reqs).z  # the simultaneous edit of all three
+    expected = new_weights(
+        loaded.adapter, editor.solve(editor.joint_rows(reqs, z), 3), backend.base_masters
+    )
+    for n, t in expected.items():
+        torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
