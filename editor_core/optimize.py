@@ -117,14 +117,14 @@ class ValueOptConfig:
     # With (−1, −2) the edit prompt and its paraphrases see both δs and a neighbour that
     # shares one of the two tokens sees one.
     subject_tokens: tuple[int, ...] = (-1,)
-    # ROME/MEMIT's "essence drift" penalty: each δ is also applied in `essence_prompt`
-    # (the subject alone, "{subject} is a"), and essence_weight × the KL divergence of the
+    # ROME/MEMIT's "essence drift" penalty: each δ is also applied in `essence_prompts`
+    # (the subject alone, "{subject} is a"; more prompts: their mean), and essence_weight × the KL divergence of the
     # next-token distribution there from the unedited model's is added to its group's loss —
     # so the δ carries the new fact, not a new identity for the subject, and the subject's
     # other facts ("The capital of Germany is" after Germany's currency is edited) keep
     # their answers.  0: off (ROME/MEMIT use 0.0625).
     essence_weight: float = 0.0
-    essence_prompt: str = "{subject} is a"
+    essence_prompts: tuple[str, ...] = ("{subject} is a",)
 
     def __post_init__(self) -> None:
         # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
@@ -142,8 +142,10 @@ class ValueOptConfig:
             )
         if self.essence_weight < 0:
             raise ValueError(f"essence_weight {self.essence_weight} must be ≥ 0")
-        if self.essence_weight and "{subject}" not in self.essence_prompt:
-            raise ValueError(f"essence_prompt {self.essence_prompt!r} has no {{subject}} slot")
+        object.__setattr__(self, "essence_prompts", tuple(self.essence_prompts))
+        bad = [x for x in self.essence_prompts if "{subject}" not in x]
+        if self.essence_weight and (bad or not self.essence_prompts):
+            raise ValueError(f"essence_prompts {bad or '()'} need a {{subject}} slot each")
         if self.max_norm_per_doubling < 0:
             raise ValueError(f"max_norm_per_doubling {self.max_norm_per_doubling} must be ≥ 0")
         if self.max_norm_ref_edits is not None and self.max_norm_ref_edits < 1:
@@ -494,7 +496,7 @@ class _Essence:
 def _encode_essence(
     tokenizer: Any, requests: Sequence[EditRequest], cfg: ValueOptConfig, keyed: torch.Tensor
 ) -> _Essence | None:
-    """`cfg.essence_prompt` for each request with a subject, keyed at the subject tokens the
+    """`cfg.essence_prompts` for each request with a subject, keyed at the subject tokens the
     request's own δs are (`keyed`: (F·P,) the chunk's `fact_keyed`); None when none has one."""
     device = keyed.device
     ids, pos, fact = [], [], []
@@ -502,13 +504,14 @@ def _encode_essence(
         if not (r.subject and r.subject.strip()):
             continue
         subject = r.subject.strip()
-        text = cfg.essence_prompt.replace("{subject}", subject)
-        at = [subject_token_index(tokenizer, text, subject, w) for w in cfg.subject_tokens]
-        if any(a is None for a in at):
-            continue
-        ids.append(list(tokenizer(text, add_special_tokens=True)["input_ids"]))
-        pos.append(at)
-        fact.append(f)
+        for template in cfg.essence_prompts:
+            text = template.replace("{subject}", subject)
+            at = [subject_token_index(tokenizer, text, subject, w) for w in cfg.subject_tokens]
+            if any(a is None for a in at):
+                continue
+            ids.append(list(tokenizer(text, add_special_tokens=True)["input_ids"]))
+            pos.append(at)
+            fact.append(f)
     if not ids:
         return None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

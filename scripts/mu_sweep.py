@@ -149,6 +149,12 @@ def main() -> int:
         help="ROME's essence-drift penalty on each value (value_opt.essence_weight; 0 = off)",
     )
     p.add_argument(
+        "--essence-prompts",
+        default=None,
+        help="the essence penalty's prompts, separated by '|', each with {subject} "
+        '(value_opt.essence_prompts; default "{subject} is a")',
+    )
+    p.add_argument(
         "--value-batch",
         type=int,
         default=None,
@@ -260,6 +266,8 @@ def main() -> int:
     }
     if args.value_max_norm is not None:
         vo_knobs["max_norm_ref_edits"] = None
+    if args.essence_prompts is not None:
+        vo_knobs["essence_prompts"] = tuple(x for x in args.essence_prompts.split("|") if x)
     if args.prefixes is not None:
         vo_knobs["prefixes"] = ("", *(x for x in args.prefixes.split("|") if x))
     vo = replace(
@@ -381,6 +389,8 @@ def targets_tag(vo: ValueOptConfig, n_edits: int | None = None) -> str:
         tag += f", lr {vo.lr:g}"
     if vo.essence_weight != default.essence_weight:
         tag += f", essence {vo.essence_weight:g}"
+        if vo.essence_prompts != default.essence_prompts:
+            tag += f" {zlib.crc32('|'.join(vo.essence_prompts).encode()):08x}"
     if vo.stop_loss != default.stop_loss:
         tag += f", stop {vo.stop_loss:g}"
     if vo.subject_tokens != default.subject_tokens:

@@ -570,7 +570,8 @@ def test_essence_penalty_keeps_the_subject_alone_closer_to_the_unedited_model() 
     and the KL of the next token there from the unedited model's joins its loss, so the
     edited model drifts less on the subject alone."""
     with pytest.raises(ValueError, match="slot"):
-        ValueOptConfig(essence_weight=0.1, essence_prompt="no subject here")
+        ValueOptConfig(essence_weight=0.1, essence_prompts=("{subject} is a", "no subject"))
+    assert ValueOptConfig(essence_prompts=["{subject} is a"]).essence_prompts == ("{subject} is a",)
     with pytest.raises(ValueError, match="essence_weight"):
         ValueOptConfig(essence_weight=-1.0)
     loaded = tiny_loaded(layers=3, edit=(0, 1))
