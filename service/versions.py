@@ -150,7 +150,12 @@ class VersionStore:
             for f in tmp.iterdir():
                 with f.open("rb") as fh:
                     os.fsync(fh.fileno())
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except OSError as exc:  # ENOTEMPTY/EEXIST: another process wrote it meanwhile
+                if final.exists():
+                    raise FileExistsError(f"version {manifest.version} already exists") from exc
+                raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
