@@ -485,8 +485,8 @@ class MalmenEditor:
         value clamp (`clamps[i]`; None: `max_norm`, as before the clamp rule) than a solve of
         all `requests` uses (`ValueOptConfig.clamp_for`): a version is then exactly the
         simultaneous edit of its live facts.  Returns (targets (F, n_slots, H) in request
-        order, each edit's group now, the indices re-optimised); every target returned has
-        the clamp `target_clamp(len(requests))`."""
+        order, each edit's group now, the indices re-optimised); given `clamps`, every target
+        returned has the clamp `target_clamp(len(requests))`."""
         want = self.target_groups(requests, ids)
         changed = {ids[i] for i, fw in enumerate(found_with) if tuple(fw or (ids[i],)) != want[i]}
         if clamps is not None:

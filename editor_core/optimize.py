@@ -235,6 +235,7 @@ class ResidualTargets:
     final_loss: torch.Tensor  # (n_facts,) mean target NLL at the last step taken
     steps_taken: torch.Tensor  # (n_facts,) long
     delta_ratio: torch.Tensor  # (n_facts,) ‖δ‖ / ‖residual‖ at the subject token
+    clamp: float  # the bound on delta_ratio they were found with (`ValueOptConfig.clamp_for`)
 
 
 def _check_modules(adapter: ModelAdapter) -> None:
@@ -288,6 +289,7 @@ def residual_targets(
         torch.cat(losses)[back],
         torch.cat(steps)[back],
         torch.cat(ratios)[back],
+        cfg.max_norm,
     )
     missed = int((found.final_loss > cfg.stop_loss).sum())
     if missed:
@@ -482,7 +484,7 @@ class _Chunk:
 class _Essence:
     """The essence prompt of each of a chunk's facts that names a subject found in it
     (E prompts, right-padded), its keyed slots (E·P,) like the chunk's, and the unedited
-    model's next-token log-probabilities after it (set by `_residual_targets`)."""
+    model's next-token log-probabilities after it (set by `_adam_on_residual`)."""
 
     input_ids: torch.Tensor  # (E, T)
     attention_mask: torch.Tensor  # (E, T)
@@ -594,13 +596,6 @@ def _residual_targets(
     with torch.no_grad(), _at_block(block, chunk.rows, chunk.pos, None) as seen:
         _run_to_block(model, chunk.batch)
     z_base = seen["z"]  # (B·P, H)
-    ess = chunk.essence
-    if ess is not None:
-        use_bf16 = cfg.bf16 and bf16_is_fast(z_base.device)
-        with torch.no_grad(), torch.autocast(z_base.device.type, torch.bfloat16, enabled=use_bf16):
-            ess.base = _essence_logprobs(
-                model, ess, torch.arange(ess.fact.shape[0], device=z_base.device)
-            )
     # each group's own scale (RMS element of its residuals), so no group depends on another
     size = torch.bincount(group, minlength=n_groups).float()  # (G,) facts per group
     ms = z_base.view(n_facts, n_var * n_tok, -1).pow(2).mean((1, 2))  # (F,)
@@ -687,7 +682,10 @@ def _adam_on_residual(
     local = torch.full((n_groups,), -1, dtype=torch.long, device=device)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     use_bf16 = cfg.bf16 and bf16_is_fast(device)
-    ess = chunk.essence if cfg.essence_weight > 0 else None
+    ess = chunk.essence  # set when cfg.essence_weight > 0
+    if ess is not None:  # the unedited model's next token after each essence prompt
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
+            ess.base = _essence_logprobs(model, ess, torch.arange(ess.fact.shape[0], device=device))
     for step in range(cfg.steps + 1):
         gidx = active.nonzero()[:, 0]  # (A,) groups still moving
         local[gidx] = torch.arange(gidx.shape[0], device=device)

@@ -123,10 +123,11 @@ def run_sequential(
                 ids = [f.id for f in facts_t]
                 live_reqs.extend(reqs)
                 live_ids.extend(ids)
-                # the clamp of a solve of every live edit (ValueOptConfig.clamp_for)
-                live_z.extend(editor.residual_targets(reqs, n_edits=len(live_reqs)).z.cpu())
+                # clamped for a solve of every live edit (ValueOptConfig.clamp_for)
+                found = editor.residual_targets(reqs, n_edits=len(live_reqs))
+                live_z.extend(found.z.cpu())
                 live_with.extend(editor.target_groups(reqs, ids))
-                live_clamp.extend([editor.target_clamp(len(live_reqs))] * len(reqs))
+                live_clamp.extend([found.clamp] * len(reqs))
                 if scored:
                     z, live_with, _ = editor.refresh_targets(
                         live_reqs, live_ids, live_z, live_with, clamps=live_clamp

@@ -13,15 +13,10 @@
 #   CPU smoke test:  SMOKE=1 DEVICE=cpu MODEL=data/models/smollm2-135m-instruct OUT=/tmp/o \
 #                    WORK=/tmp/w F=data/facts bash scripts/gpu_clamp.sh 600
 set -uo pipefail
-BUDGET=${1:-480}
-T0=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
-DEVICE=${DEVICE:-cuda}
-MODEL=${MODEL:-/root/fp/model}
+source scripts/gpu_deadline.sh "${1:-480}"
 WORK=${WORK:-/root/fp/clamp}
 F=${F:-.gpu/facts}
 CK=editor_core/checkpoints/smollm2-135m-instruct-optimise
-export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK"
 if [ "$DEVICE" = cuda ]; then
   source scripts/gpu_prepare.sh > "$OUT/log.txt" 2>&1 || { cat "$OUT/log.txt"; exit 1; }

@@ -12,14 +12,9 @@
 #   CPU smoke test: SMOKE=1 DEVICE=cpu MODEL=data/models/smollm2-135m-instruct OUT=/tmp/o \
 #                   bash scripts/gpu_round.sh 900
 set -uo pipefail
-BUDGET=${1:-480}
-T0=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
-DEVICE=${DEVICE:-cuda}
-MODEL=${MODEL:-/root/fp/model}
+source scripts/gpu_deadline.sh "${1:-480}"
 WORK=${WORK:-/root/fp}
 F=.gpu/facts
-export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 if [ "$DEVICE" = cuda ]; then
   source scripts/gpu_prepare.sh > "$OUT/sweep.log" 2>&1 || { cat "$OUT/sweep.log"; exit 1; }
   set +e

@@ -264,8 +264,6 @@ def main() -> int:
         "refine": args.refine,
         "subject_tokens": args.subject_tokens,
     }
-    if args.value_max_norm is not None:
-        vo_knobs["max_norm_ref_edits"] = None
     if args.essence_prompts is not None:
         vo_knobs["essence_prompts"] = tuple(x for x in args.essence_prompts.split("|") if x)
     if args.prefixes is not None:
@@ -273,8 +271,10 @@ def main() -> int:
     vo = replace(
         editor.config.value_opt,
         group_subjects=not args.per_fact,
-        **{k: v for k, v in vo_knobs.items() if v is not None or k == "max_norm_ref_edits"},
+        **{k: v for k, v in vo_knobs.items() if v is not None},
     )
+    if args.value_max_norm is not None:  # a fixed clamp: no rule
+        vo = replace(vo, max_norm_ref_edits=None)
     editor.config = replace(editor.config, value_opt=vo)
     if editor.config.values != "optimise":
         raise SystemExit(

@@ -26,28 +26,24 @@ from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, realworld_facts
 from editor_core.editor import MalmenEditor
-from editor_core.evaluate import last_token_sharing, requests_of, sample_facts
+from editor_core.encoding import tokenize_pair
+from editor_core.evaluate import greedy_tokens, last_token_sharing, requests_of, sample_facts
 from editor_core.loading import load_model
 
 CK = Path("editor_core/checkpoints/smollm2-135m-instruct-optimise")
 
 
 def greedy(loaded: Any, prompts: list[str], n_tokens: int) -> list[list[int]]:
-    """The first `n_tokens` greedy tokens after each prompt (one at a time: no padding)."""
-    tok, model = loaded.tokenizer, loaded.model
-    out = []
+    """The first `n_tokens` greedy tokens after each prompt."""
+    tok = loaded.tokenizer
+    ids = [list(tok(p, add_special_tokens=True)["input_ids"]) for p in prompts]
     with torch.no_grad():
-        for p in prompts:
-            ids = tok(p, return_tensors="pt").input_ids.to(model.device)
-            gen = model.generate(
-                ids, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tok.pad_token_id
-            )
-            out.append(gen[0, ids.shape[1] :].tolist())
-    return out
+        return greedy_tokens(loaded.model, ids, n_tokens, tok.pad_token_id or 0)
 
 
-def first_token(tok: Any, target: str) -> int:
-    return tok(" " + target.strip(), add_special_tokens=False).input_ids[0]
+def first_token(tok: Any, prompt: str, answer: str) -> int:
+    """The first token of `answer` after `prompt`, by the tokenisation rule (MALMEN.md §2)."""
+    return tokenize_pair(tok, prompt, answer)[1][0]
 
 
 def main() -> int:
@@ -83,7 +79,7 @@ def main() -> int:
         after = greedy(loaded, prompts, args.tokens)
     finally:
         restore(loaded.adapter, base)
-    targets = {f.id: first_token(tok, f.target) for f in chosen}
+    targets = {f.id: first_token(tok, f.prompt, f.target) for f in chosen}
     relation_of = {f.id: f.relation for f in chosen}
     counts: Counter[tuple[str, str]] = Counter()
     known = Counter[str]()  # neighbours whose gold answer the unedited model gives first
@@ -91,7 +87,7 @@ def main() -> int:
     with args.out.open("w", encoding="utf-8") as fh:
         for (fact, nb), b, a in zip(owners, before, after, strict=True):
             kind = "shared token" if shared.get(nb.prompt) else "own token"
-            if nb.answer and b[0] == first_token(tok, nb.answer):
+            if nb.answer and b[0] == first_token(tok, nb.prompt, nb.answer):
                 known["known"] += 1
                 known["kept"] += a[0] == b[0]
                 known["fact target"] += a[0] == targets[fact.id]

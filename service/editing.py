@@ -177,11 +177,12 @@ class EditBackend:
         groups: list[tuple[str, ...] | None] = [None] * len(requests)
         clamp = None
         if getattr(self.editor, "respreads", False):
-            z = self.editor.residual_targets(requests, n_edits=n_live).z.cpu()  # (n, n_slots, H)
+            found = self.editor.residual_targets(requests, n_edits=n_live)
+            z = found.z.cpu()  # (n, n_slots, H)
             rows = self.editor.joint_rows(requests, z)  # this batch alone: kept for fallback
             targets = list(z)
             groups = list(self.editor.target_groups(requests, [e["edit_id"] for e in edits]))
-            clamp = self.editor.target_clamp(len(requests) if n_live is None else n_live)
+            clamp = found.clamp
         else:
             rows = self.editor.compute_rows(requests)
         per_edit = split_rows(rows, len(requests))
