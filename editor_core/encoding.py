@@ -49,6 +49,13 @@ class EditRequest:
     # The entity the fact is about, as written in the prompt.  Optional; with it the editor
     # can anchor the edit to the subject (editor_core/anchors.py).
     subject: str | None = None
+    # Prompts about the same subject whose next token the edit must leave alone ("The
+    # capital of Germany is" when Germany's currency is edited).  Used by value optimisation
+    # with `ValueOptConfig.keep_weight` > 0 (optimize.py); each must contain the subject.
+    keep: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep", tuple(self.keep))  # a list from JSON
 
 
 @dataclass

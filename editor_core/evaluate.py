@@ -207,7 +207,7 @@ def peak_rss_mb() -> float:
 
 # -- one evaluation -----------------------------------------------------------------------
 def requests_of(facts: Sequence[Fact]) -> list[EditRequest]:
-    return [EditRequest(f.prompt, f.target, f.subject or None) for f in facts]
+    return [EditRequest(f.prompt, f.target, f.subject or None, f.keep) for f in facts]
 
 
 def paraphrase_requests(facts: Sequence[Fact]) -> list[EditRequest]:

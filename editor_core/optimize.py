@@ -118,13 +118,20 @@ class ValueOptConfig:
     # shares one of the two tokens sees one.
     subject_tokens: tuple[int, ...] = (-1,)
     # ROME/MEMIT's "essence drift" penalty: each δ is also applied in `essence_prompts`
-    # (the subject alone, "{subject} is a"; more prompts: their mean), and essence_weight × the KL divergence of the
+    # ("{subject} is a"; more prompts: their mean), and essence_weight × the KL divergence of the
     # next-token distribution there from the unedited model's is added to its group's loss —
     # so the δ carries the new fact, not a new identity for the subject, and the subject's
     # other facts ("The capital of Germany is" after Germany's currency is edited) keep
     # their answers.  0: off (ROME/MEMIT use 0.0625).
     essence_weight: float = 0.0
     essence_prompts: tuple[str, ...] = ("{subject} is a",)
+    # The same penalty on each request's own `keep` prompts (EditRequest.keep: prompts about
+    # its subject that name another of its facts, sent by the client or written by the data
+    # generator): keep_weight × the mean KL over them joins the group's loss, so the δ that
+    # carries the new fact leaves the subject's other answers alone.  At most keep_max of
+    # each request's prompts are used, the first ones (None: all).  0: off.
+    keep_weight: float = 0.0
+    keep_max: int | None = None
 
     def __post_init__(self) -> None:
         # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
@@ -146,6 +153,10 @@ class ValueOptConfig:
         bad = [x for x in self.essence_prompts if "{subject}" not in x]
         if self.essence_weight and (bad or not self.essence_prompts):
             raise ValueError(f"essence_prompts {bad or '()'} need a {{subject}} slot each")
+        if self.keep_weight < 0:
+            raise ValueError(f"keep_weight {self.keep_weight} must be ≥ 0")
+        if self.keep_max is not None and self.keep_max < 0:
+            raise ValueError(f"keep_max {self.keep_max} must be ≥ 0 or None")
         if self.max_norm_per_doubling < 0:
             raise ValueError(f"max_norm_per_doubling {self.max_norm_per_doubling} must be ≥ 0")
         if self.max_norm_ref_edits is not None and self.max_norm_ref_edits < 1:
@@ -466,7 +477,9 @@ class _Chunk:
     keyed: torch.Tensor  # (B·P,) bool: the slot is its fact's in every context (else no δ, no row)
     n_facts: int
     n_tokens: int  # P, keyed subject tokens per fact
-    essence: _Essence | None = None  # the drift penalty's prompts (essence_weight > 0)
+    # the drift penalties' prompts: essence prompts (essence_weight > 0) and the requests'
+    # keep prompts (keep_weight > 0), each set with its weight
+    drift: tuple[_Drift, ...] = ()
 
     @property
     def fact_keyed(self) -> torch.Tensor:
@@ -481,11 +494,13 @@ class _Chunk:
 
 
 @dataclass
-class _Essence:
-    """The essence prompt of each of a chunk's facts that names a subject found in it
-    (E prompts, right-padded), its keyed slots (E·P,) like the chunk's, and the unedited
-    model's next-token log-probabilities after it (set by `_adam_on_residual`)."""
+class _Drift:
+    """Prompts about a chunk's subjects whose next token the δs must leave alone (E prompts,
+    right-padded: essence prompts, or the requests' keep prompts), their keyed slots (E·P,)
+    like the chunk's, the penalty's weight, and the unedited model's next-token
+    log-probabilities after each (set by `_adam_on_residual`)."""
 
+    weight: float  # × the mean KL over a group's prompts, added to the group's loss
     input_ids: torch.Tensor  # (E, T)
     attention_mask: torch.Tensor  # (E, T)
     last: torch.Tensor  # (E,) position of each prompt's last token
@@ -495,19 +510,48 @@ class _Essence:
     base: torch.Tensor | None = None  # (E, V) unedited log-probabilities at `last`
 
 
-def _encode_essence(
-    tokenizer: Any, requests: Sequence[EditRequest], cfg: ValueOptConfig, keyed: torch.Tensor
-) -> _Essence | None:
-    """`cfg.essence_prompts` for each request with a subject, keyed at the subject tokens the
-    request's own δs are (`keyed`: (F·P,) the chunk's `fact_keyed`); None when none has one."""
+def _essence_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[str]]:
+    """Per request, `cfg.essence_prompts` filled with its subject ([] without one)."""
+    return [
+        [t.replace("{subject}", r.subject.strip()) for t in cfg.essence_prompts]
+        if r.subject and r.subject.strip()
+        else []
+        for r in requests
+    ]
+
+
+def _keep_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[str]]:
+    """Per request, its first `cfg.keep_max` keep prompts, less any that a request of the
+    chunk naming the same subject asks to change (its prompt): the group's δ must change
+    that one, so it cannot also be kept."""
+    edited: dict[str, set[str]] = {}
+    for r in requests:
+        if r.subject and r.subject.strip():
+            edited.setdefault(r.subject.strip(), set()).add(r.prompt.strip())
+    out = []
+    for r in requests:
+        subject = (r.subject or "").strip()
+        keep = [k for k in r.keep[: cfg.keep_max] if k.strip() not in edited.get(subject, ())]
+        out.append(keep if subject else [])
+    return out
+
+
+def _encode_drift(
+    tokenizer: Any,
+    requests: Sequence[EditRequest],
+    texts: list[list[str]],
+    cfg: ValueOptConfig,
+    keyed: torch.Tensor,
+    weight: float,
+) -> _Drift | None:
+    """`texts[f]` (prompts naming request f's subject) keyed at the subject tokens the
+    request's own δs are (`keyed`: (F·P,) the chunk's `fact_keyed`); a prompt the subject
+    is not found in is left out; None when none is left."""
     device = keyed.device
     ids, pos, fact = [], [], []
     for f, r in enumerate(requests):
-        if not (r.subject and r.subject.strip()):
-            continue
-        subject = r.subject.strip()
-        for template in cfg.essence_prompts:
-            text = template.replace("{subject}", subject)
+        subject = (r.subject or "").strip()
+        for text in texts[f]:
             at = [subject_token_index(tokenizer, text, subject, w) for w in cfg.subject_tokens]
             if any(a is None for a in at):
                 continue
@@ -526,7 +570,8 @@ def _encode_essence(
     facts = torch.tensor(fact, device=device)
     n_tok = len(cfg.subject_tokens)
     slot = keyed.view(len(requests), n_tok)[facts]  # (E, P)
-    return _Essence(
+    return _Drift(
+        weight,
         input_ids.to(device),
         mask.to(device),
         torch.tensor([len(x) - 1 for x in ids], device=device),
@@ -536,8 +581,8 @@ def _encode_essence(
     )
 
 
-def _essence_logprobs(model: Any, ess: _Essence, sel: torch.Tensor) -> torch.Tensor:
-    """(len(sel), V) fp32 next-token log-probabilities after essence prompts `sel`."""
+def _drift_logprobs(model: Any, ess: _Drift, sel: torch.Tensor) -> torch.Tensor:
+    """(len(sel), V) fp32 next-token log-probabilities after drift prompts `sel`."""
     hidden = model.base_model(
         input_ids=ess.input_ids[sel], attention_mask=ess.attention_mask[sel]
     ).last_hidden_state  # (E_s, T, H)
@@ -578,8 +623,12 @@ def _encode_chunk(
     fresh = fresh.view(len(requests), n_var, n_tok).all(1, keepdim=True).expand(-1, n_var, -1)
     rows = torch.arange(len(variants), device=device).repeat_interleave(n_tok)
     chunk = _Chunk(batch, rows, at.reshape(-1), fresh.reshape(-1), len(requests), n_tok)
-    if cfg.essence_weight > 0:
-        chunk.essence = _encode_essence(tokenizer, requests, cfg, chunk.fact_keyed)
+    drift = [
+        _encode_drift(tokenizer, requests, texts(requests, cfg), cfg, chunk.fact_keyed, weight)
+        for texts, weight in ((_essence_texts, cfg.essence_weight), (_keep_texts, cfg.keep_weight))
+        if weight > 0
+    ]
+    chunk.drift = tuple(d for d in drift if d is not None)
     return chunk
 
 
@@ -682,10 +731,9 @@ def _adam_on_residual(
     local = torch.full((n_groups,), -1, dtype=torch.long, device=device)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     use_bf16 = cfg.bf16 and bf16_is_fast(device)
-    ess = chunk.essence  # set when cfg.essence_weight > 0
-    if ess is not None:  # the unedited model's next token after each essence prompt
+    for d in chunk.drift:  # the unedited model's next token after each drift prompt
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
-            ess.base = _essence_logprobs(model, ess, torch.arange(ess.fact.shape[0], device=device))
+            d.base = _drift_logprobs(model, d, torch.arange(d.fact.shape[0], device=device))
     for step in range(cfg.steps + 1):
         gidx = active.nonzero()[:, 0]  # (A,) groups still moving
         local[gidx] = torch.arange(gidx.shape[0], device=device)
@@ -711,9 +759,9 @@ def _adam_on_residual(
             group_nll = torch.zeros(gidx.shape[0], device=device).index_add(0, owner, nll)
             group_nll = group_nll / size[gidx]  # (A,)
             loss = (group_nll + cfg.weight_decay * th.pow(2).mean((1, 2))).sum()
-        if ess is not None:
-            loss = loss + cfg.essence_weight * _essence_drift(
-                model, block, ess, th, scale[gidx], local, group, active, use_bf16
+        for d in chunk.drift:
+            loss = loss + d.weight * _drift_kl(
+                model, block, d, th, scale[gidx], local, group, active, use_bf16
             )
         final[fidx] = nll.detach()
         moving = group_nll.detach() > cfg.stop_loss  # (A,)
@@ -731,10 +779,10 @@ def _adam_on_residual(
     return (scale * theta).detach(), final, steps_taken
 
 
-def _essence_drift(
+def _drift_kl(
     model: Any,
     block: nn.Module,
-    ess: _Essence,
+    ess: _Drift,
     th: torch.Tensor,
     scale: torch.Tensor,
     local: torch.Tensor,
@@ -743,7 +791,7 @@ def _essence_drift(
     use_bf16: bool,
 ) -> torch.Tensor:
     """Σ over the moving groups of the mean KL(unedited ‖ edited) of the next token after
-    their facts' essence prompts, with their δs (scale·θ, `th` (A, P, H)) in place."""
+    their facts' drift prompts, with their δs (scale·θ, `th` (A, P, H)) in place."""
     esel = active[group[ess.fact]].nonzero()[:, 0]  # (E_a,) prompts of moving groups
     if not esel.shape[0]:
         return th.sum() * 0.0
@@ -759,7 +807,7 @@ def _essence_drift(
         torch.autocast(esel.device.type, torch.bfloat16, enabled=use_bf16),
         _at_block(block, rows, pos, add, enable_grad=True),
     ):
-        now = _essence_logprobs(model, ess, esel)  # (E_a, V)
+        now = _drift_logprobs(model, ess, esel)  # (E_a, V)
         base = ess.base[esel]
         kl = (base.exp() * (base - now)).sum(-1)  # (E_a,)
         per_group = torch.zeros(th.shape[0], device=th.device).index_add(0, owner, kl)

@@ -155,6 +155,19 @@ def main() -> int:
         '(value_opt.essence_prompts; default "{subject} is a")',
     )
     p.add_argument(
+        "--keep-weight",
+        type=float,
+        default=None,
+        help="the same penalty on each fact's own keep prompts (its subject's other facts; "
+        "value_opt.keep_weight; 0 = off)",
+    )
+    p.add_argument(
+        "--keep-max",
+        type=int,
+        default=None,
+        help="at most this many keep prompts per fact, the first ones (value_opt.keep_max)",
+    )
+    p.add_argument(
         "--value-batch",
         type=int,
         default=None,
@@ -258,6 +271,8 @@ def main() -> int:
         "lr": args.value_lr,
         "batch_facts": args.value_batch,
         "essence_weight": args.essence_weight,
+        "keep_weight": args.keep_weight,
+        "keep_max": args.keep_max,
         "max_norm": args.value_max_norm,
         "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
@@ -391,6 +406,10 @@ def targets_tag(vo: ValueOptConfig, n_edits: int | None = None) -> str:
         tag += f", essence {vo.essence_weight:g}"
         if vo.essence_prompts != default.essence_prompts:
             tag += f" {zlib.crc32('|'.join(vo.essence_prompts).encode()):08x}"
+    if vo.keep_weight != default.keep_weight:
+        tag += f", keep {vo.keep_weight:g}" + (
+            f" ≤{vo.keep_max}" if vo.keep_max is not None else ""
+        )
     if vo.stop_loss != default.stop_loss:
         tag += f", stop {vo.stop_loss:g}"
     if vo.subject_tokens != default.subject_tokens:

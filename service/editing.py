@@ -72,6 +72,13 @@ class StoredEdit:
     # the value clamp the residual target was found with (None: max_norm, stored before
     # the clamp rule): joint versions re-optimise a target whose clamp is not the solve's
     target_clamp: float | None = None
+    # prompts about the subject whose next token the edit holds (EditRequest.keep)
+    keep: tuple[str, ...] = ()
+
+    def request(self) -> Any:
+        from editor_core.encoding import EditRequest
+
+        return EditRequest(self.prompt, self.target, self.subject or None, self.keep)
 
 
 RESIDUAL_TARGET = "residual_target"  # no "/keys" suffix: never read as a module's rows
@@ -103,6 +110,7 @@ class RowStore:
             "subject": edit.subject,
             "target_group": list(edit.target_group) if edit.target_group else None,
             "target_clamp": edit.target_clamp,
+            "keep": list(edit.keep),
             "sha256": file_sha256(path),
         }
         (self.root / f"{edit.edit_id}.json").write_text(json.dumps(sidecar))
@@ -134,6 +142,7 @@ class RowStore:
             flat.get(RESIDUAL_TARGET),
             tuple(meta["target_group"]) if meta.get("target_group") else None,
             meta.get("target_clamp"),
+            tuple(meta.get("keep") or ()),
         )
         self._cache[edit_id] = edit
         return edit
@@ -156,14 +165,17 @@ class EditBackend:
     def editor_sha256(self) -> str | None:
         return getattr(self.editor, "checkpoint_sha256", None)
 
-    def compute(self, edits: list[dict[str, str]], n_live: int | None = None) -> list[StoredEdit]:
+    def compute(self, edits: list[dict[str, Any]], n_live: int | None = None) -> list[StoredEdit]:
         """Rows of every new edit in ONE editor batch, against the weights now in the model;
         `n_live`: the live edits of the joint solve they go into, these included (default:
         this batch alone) — an optimising editor's value clamp may depend on it."""
         from editor_core.encoding import EditRequest
         from editor_core.joint import split_rows
 
-        requests = [EditRequest(e["prompt"], e["target"], e.get("subject") or None) for e in edits]
+        requests = [
+            EditRequest(e["prompt"], e["target"], e.get("subject") or None, e.get("keep") or ())
+            for e in edits
+        ]
         bare = sum(r.subject is None for r in requests)
         if bare and getattr(self.editor.config, "key_position", None) == "subject":
             log.warning(
@@ -187,7 +199,9 @@ class EditBackend:
             rows = self.editor.compute_rows(requests)
         per_edit = split_rows(rows, len(requests))
         return [
-            StoredEdit(e["edit_id"], e["prompt"], e["target"], r, req.subject, zt, g, clamp)
+            StoredEdit(
+                e["edit_id"], e["prompt"], e["target"], r, req.subject, zt, g, clamp, req.keep
+            )
             for e, req, r, zt, g in zip(edits, requests, per_edit, targets, groups, strict=True)
         ]
 
@@ -245,7 +259,6 @@ class EditBackend:
         subject's live edits had not been optimised together), or None when the editor does
         not re-spread or an edit has no residual target of this editor's shape (stored by
         another editor configuration): then the stored rows are summed instead."""
-        from editor_core.encoding import EditRequest
 
         if not getattr(self.editor, "respreads", False):
             return None
@@ -255,9 +268,7 @@ class EditBackend:
         if any(z is None or tuple(z.shape) != shape for z in targets):
             log.warning("some live edits have no residual target for this editor: summing rows")
             return None
-        requests = [
-            EditRequest(edits[i].prompt, edits[i].target, edits[i].subject or None) for i in ids
-        ]
+        requests = [edits[i].request() for i in ids]
         z, groups, redone = self.editor.refresh_targets(
             requests,
             ids,

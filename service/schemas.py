@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # Static ceilings, far above any configured limit; the body-size limit bounds them too.
 _TEXT_CEILING = 100_000
 _LIST_CEILING = 100_000
+MAX_KEEP_PROMPTS = 16
 
 JobStatus = Literal["queued", "running", "applied", "failed"]
 JobKind = Literal["add", "withdraw"]
@@ -31,6 +32,15 @@ class EditIn(BaseModel):
     )
     paraphrases: list[str] | None = Field(
         default=None, max_length=16, description="stored with the edit; not used by the solve"
+    )
+    keep: list[str] | None = Field(
+        default=None,
+        max_length=MAX_KEEP_PROMPTS,
+        examples=[["The official language of France is"]],
+        description="prompts about the same subject whose answers must not change (its other "
+        "facts); each must contain `subject`.  An editor that optimises values "
+        "(value_opt.keep_weight > 0) holds their next token where the unedited model had it; "
+        "others store them only",
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.errors import ApiError
-from service.schemas import EditsRequest, GenerateRequest
+from service.schemas import EditIn, EditsRequest, GenerateRequest
 from service.settings import Settings
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
@@ -44,6 +44,7 @@ def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
                 )
         for j, p in enumerate(e.paraphrases or []):
             _text(p, f"edits[{i}].paraphrases[{j}]", s.max_prompt_chars)
+        _validate_keep(i, e, s)
         key = normalise_prompt(e.prompt)
         if key in targets and targets[key] != e.target.strip():
             raise ApiError(
@@ -60,6 +61,32 @@ def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
                 "too_many_tokens",
                 f"edits[{i}]: prompt + target is {len(p_ids) + len(t_ids)} tokens; the limit is "
                 f"{s.max_edit_tokens}",
+            )
+
+
+def _validate_keep(i: int, e: EditIn, s: Settings) -> None:
+    """Keep prompts hold the subject's other facts: each must name the subject (the δ that
+    carries the edit sits at the subject's tokens) and none may be the edit's own prompt."""
+    from editor_core.encoding import subject_span
+    from editor_core.joint import normalise_prompt
+
+    if not e.keep:
+        return
+    if e.subject is None or not e.subject.strip():
+        raise ApiError(
+            "keep_without_subject", f"edits[{i}]: keep prompts need the edit's `subject`"
+        )
+    for j, p in enumerate(e.keep):
+        _text(p, f"edits[{i}].keep[{j}]", s.max_prompt_chars)
+        if subject_span(p, e.subject) is None:
+            raise ApiError(
+                "subject_not_in_keep_prompt",
+                f"edits[{i}].keep[{j}]: subject {e.subject[:60]!r} does not occur in {p[:60]!r}",
+            )
+        if normalise_prompt(p) == normalise_prompt(e.prompt):
+            raise ApiError(
+                "keep_prompt_is_edited",
+                f"edits[{i}].keep[{j}] is the edit's own prompt: it cannot be kept and changed",
             )
 
 

@@ -87,6 +87,9 @@ class Fact:
     true_answer: str | None = None  # the value before the edit, when known
     locality: tuple[LocalityPrompt, ...] = ()
     neighborhood: tuple[LocalityPrompt, ...] = ()  # same relation, another subject
+    # prompts about the same subject that name another of its facts, which the edit must
+    # leave alone (EditRequest.keep; used with value_opt.keep_weight > 0)
+    keep: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -103,6 +106,8 @@ class Fact:
             out["locality"] = [p.to_json() for p in self.locality]
         if self.neighborhood:
             out["neighborhood"] = [p.to_json() for p in self.neighborhood]
+        if self.keep:
+            out["keep"] = list(self.keep)
         return out
 
 
@@ -133,6 +138,16 @@ def _list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
+def _strings(obj: dict[str, Any], key: str, where: str) -> list[str]:
+    items = _list(obj, key, where)
+    for i, p in enumerate(items):
+        if not isinstance(p, str) or not p.strip():
+            raise FactFormatError(where, f"{key}[{i}] must be a non-empty string")
+        if len(p) > MAX_TEXT_CHARS:
+            raise FactFormatError(where, f"{key}[{i}] is over {MAX_TEXT_CHARS} characters")
+    return items
+
+
 def parse_locality(obj: Any, where: str) -> LocalityPrompt:
     if not isinstance(obj, dict):
         raise FactFormatError(where, "a locality prompt must be an object with 'prompt'")
@@ -152,10 +167,8 @@ def parse_fact(obj: Any, where: str, default_id: str) -> Fact:
     assert prompt is not None and target is not None
     if target != target.strip():
         raise FactFormatError(where, "target has leading or trailing whitespace")
-    paraphrases = _list(obj, "paraphrases", where)
-    for i, p in enumerate(paraphrases):
-        if not isinstance(p, str) or not p.strip():
-            raise FactFormatError(where, f"paraphrases[{i}] must be a non-empty string")
+    paraphrases = _strings(obj, "paraphrases", where)
+    keep = _strings(obj, "keep", where)
     raw_id = obj.get("id", default_id)
     return Fact(
         id=str(raw_id),
@@ -173,6 +186,7 @@ def parse_fact(obj: Any, where: str, default_id: str) -> Fact:
             parse_locality(p, f"{where} neighborhood[{i}]")
             for i, p in enumerate(_list(obj, "neighborhood", where))
         ),
+        keep=tuple(keep),
     )
 
 

@@ -165,6 +165,8 @@ class _SplitBuilder:
     def __init__(self, world: World, config: GeneratorConfig, split: str, n: int):
         self.world, self.config, self.split = world, config, split
         self.rng = random.Random(f"{config.seed}-{split}")
+        # keep prompts draw from their own stream, so adding them changed no other field
+        self.keep_rng = random.Random(f"{config.seed}-{split}-keep")
         self.counts = _per_relation(n)
         need: dict[str, int] = {}
         for rel, n_r in zip(RELATIONS, self.counts, strict=True):
@@ -209,7 +211,18 @@ class _SplitBuilder:
             true_answer=true,
             locality=(rng.choice(ordinary),) if ordinary else (),
             neighborhood=(LocalityPrompt(_fill(main, nb.name), nb.values[rel.name]),),
+            keep=self.keep(rel, subject),
         )
+
+    def keep(self, rel: Relation, subject: Entity) -> tuple[str, ...]:
+        """One prompt for each of the subject's other relations, in random order — what a
+        client asks the edit to leave alone.  Always a TRAINING phrasing, in every split:
+        validation and test facts about the subject are asked in held-out phrasings, so
+        LS on them (`ls_same_subject`) measures whether keeping carries over to new words."""
+        others = [r for r in RELATIONS if r.name != rel.name and _matches(r, subject.type)]
+        prompts = [_fill(self.keep_rng.choice(r.train_phrasings), subject.name) for r in others]
+        self.keep_rng.shuffle(prompts)
+        return tuple(prompts)
 
     def free_text(self, n: int) -> list[LocalityPrompt]:
         cities = VALUE_POOLS["city"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 
@@ -40,8 +40,9 @@ def post_edits(
     """Queue 1..N fact corrections; a worker applies them as one new version."""
     validate_idempotency_key(idempotency_key)
     validate_edits(body, settings, engine.tokenizer)
-    edits = [
+    edits: list[dict[str, Any]] = [
         {"edit_id": new_id("e"), "prompt": e.prompt, "target": e.target, "subject": e.subject or ""}
+        | ({"keep": e.keep} if e.keep else {})
         for e in body.edits
     ]
     job = Job(new_id("job"), "add", edits, [e["edit_id"] for e in edits])

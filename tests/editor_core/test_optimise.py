@@ -29,6 +29,7 @@ from editor_core.optimize import (
 from editor_core.preserve import low_rank_prior
 from tests.editor_core.test_anchors import subject_facts
 from tests.editor_core.test_editor import facts, model_state, tiny_loaded
+from tests.tiny import CORPUS_WORDS as W
 
 OPT = ValueOptConfig(steps=60, lr=0.3, weight_decay=0.0, stop_loss=0.02, prefixes=("",))
 
@@ -597,3 +598,64 @@ def test_essence_penalty_keeps_the_subject_alone_closer_to_the_unedited_model() 
 
     free, held = drift(0.0), drift(10.0)
     assert free > 0 and held < 0.5 * free
+
+
+def test_keep_prompts_hold_the_subjects_other_facts_closer_to_the_unedited_model() -> None:
+    """`keep_weight`: each δ is also applied in its request's own keep prompts (the
+    subject's other facts) and the KL of the next token there from the unedited model's
+    joins its loss, so the edited model drifts less on exactly those prompts."""
+    with pytest.raises(ValueError, match="keep_weight"):
+        ValueOptConfig(keep_weight=-1.0)
+    with pytest.raises(ValueError, match="keep_max"):
+        ValueOptConfig(keep_max=-1)
+    assert EditRequest("a", "b", "a", keep=["a c"]).keep == ("a c",)  # a list from JSON
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    tok = loaded.tokenizer
+    reqs = [
+        replace(r, keep=(f"{W[3]} {r.subject}", f"{r.subject} {W[5]}"))
+        for r in distinct_subject_facts(4, seed=2)
+    ]
+
+    def logprobs(prompt: str) -> torch.Tensor:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return torch.log_softmax(loaded.model(ids).logits[0, -1].float(), -1)
+
+    base = {k: logprobs(k) for r in reqs for k in r.keep}
+
+    def drift(weight: float, keep_max: int | None = None) -> float:
+        vo = replace(OPT, bf16=False, keep_weight=weight, keep_max=keep_max)
+        editor = optimising(loaded, value_opt=vo)
+        masters = snapshot(loaded.adapter)
+        try:
+            apply_delta(loaded.adapter, editor.compute_delta(reqs), masters)
+            kls = [float((b.exp() * (b - logprobs(k))).sum()) for k, b in base.items()]
+        finally:
+            restore(loaded.adapter, masters)
+        return sum(kls) / len(kls)
+
+    free, held = drift(0.0), drift(10.0)
+    assert free > 0 and held < 0.5 * free
+    assert drift(10.0, keep_max=0) == pytest.approx(free)  # no prompt used: no penalty
+
+
+def test_keep_prompts_that_another_edit_of_the_subject_changes_are_dropped() -> None:
+    """One δ per subject group: a keep prompt that a request naming the same subject edits
+    cannot be kept, and a prompt that does not contain the request's subject has no δ to
+    hold; the rest are encoded, each with its request and the penalty's weight."""
+    loaded = tiny_loaded(layers=2, edit=(0,))
+    s, t = W[7], W[8]
+    reqs = [
+        EditRequest(f"The {W[1]} of {s} is", W[2], s, keep=(f"The {W[3]} of {s} is", "no name")),
+        EditRequest(f"The {W[3]} of {s} is", W[4], s, keep=(f"The {W[1]} of {s} is",)),
+        EditRequest(f"The {W[1]} of {t} is", W[2], t, keep=(f"The {W[3]} of {s} is",)),
+        EditRequest(f"The {W[1]} of {t} is", W[2], t, keep=(f"The {W[5]} of {t} is", "x", "y")),
+    ]
+    cfg = replace(OPT, keep_weight=1.5, keep_max=1)
+    (keep,) = _encode_chunk(loaded.adapter, loaded.tokenizer, reqs, cfg, None).drift
+    assert keep.fact.tolist() == [3] and keep.weight == 1.5
+    assert keep.input_ids.shape[0] == 1  # keep_max: the first prompt only
+    both = replace(cfg, essence_weight=0.5, keep_max=None)
+    ess, keep = _encode_chunk(loaded.adapter, loaded.tokenizer, reqs, both, None).drift
+    assert ess.weight == 0.5 and ess.fact.tolist() == [0, 1, 2, 3]  # "{subject} is a" each
+    assert keep.fact.tolist() == [3]  # "x" and "y" do not name the subject

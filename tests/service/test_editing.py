@@ -267,3 +267,32 @@ def test_a_joint_version_past_a_doubling_reoptimises_for_the_new_clamp(tmp_path:
     )
     for n, t in expected.items():
         torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
+
+
+def test_keep_prompts_are_stored_with_the_edit_and_used_by_every_version(tmp_path: Path) -> None:
+    """An edit's keep prompts travel with the job, are stored beside its rows, and shape
+    its residual target (value_opt.keep_weight > 0) both when it is computed and when a
+    later joint version re-optimises it (a subject edited again in another batch)."""
+    import torch
+
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import tiny_loaded
+    from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    editor = optimising(loaded, value_opt=replace(OPT, bf16=False, keep_weight=10.0))
+    backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
+    reqs = distinct_subject_facts(2, seed=4)
+    keep = [f"{reqs[0].subject} is", f"Of {reqs[0].subject}"]
+    edits = _edit_dicts(reqs)
+    edits[0]["keep"] = keep
+    (held, other) = backend.compute(edits)
+    (free,) = backend.compute([{**edits[0], "keep": []}])
+    assert held.keep == tuple(keep) and other.keep == ()
+    assert not torch.allclose(held.residual_target, free.residual_target)
+    backend.rows.save(held)
+    stored = RowStore(tmp_path / "edits").load(held.edit_id)  # from disk
+    assert stored.keep == tuple(keep)
+    assert stored.request().keep == tuple(keep)
+    want = editor.residual_targets([stored.request()]).z[0]
+    torch.testing.assert_close(held.residual_target, want)
