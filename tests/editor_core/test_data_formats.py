@@ -38,6 +38,7 @@ def test_facts_round_trip(tmp_path: Path) -> None:
             true_answer="Paris",
             locality=(LocalityPrompt("The capital of Peru is", "Lima"),),
             neighborhood=(LocalityPrompt("Big Ben is located in the city of", "London"),),
+            keep=("The Eiffel Tower was designed by",),
         ),
         Fact(id="b", prompt="Q: Who wrote Hamlet? A:", target="Charles Dickens"),
     ]
@@ -65,6 +66,7 @@ def test_unknown_fields_ignored_and_ids_default(tmp_path: Path) -> None:
         ('{"prompt": "P is", "target": " x"}', "whitespace"),
         ('{"prompt": "P is", "target": 3}', "must be a string"),
         ('{"prompt": "P is", "target": "x", "paraphrases": "no"}', "must be a list"),
+        ('{"prompt": "P is", "target": "x", "keep": ["P was", ""]}', "keep[1] must be a non-empty"),
         ('{"prompt": "P is", "target": "x", "neighborhood": [{"answer": "a"}]}', "'prompt'"),
         ("[1, 2]", "JSON object"),
         ("{not json", "invalid JSON"),

@@ -96,6 +96,30 @@ def test_neighbourhood_same_phrasing_other_subject(data: dict[str, SplitData]) -
         assert nb.answer
 
 
+def test_keep_prompts_ask_the_subjects_other_relations_in_training_words(
+    data: dict[str, SplitData],
+) -> None:
+    """Each fact's keep prompts: one per other relation its subject has, in a TRAINING
+    phrasing in every split (held-out phrasings stay unseen by anything an edit is given).
+    (A few phrasings are shared by relations of different subject types, "The home city
+    of {s} is": a prompt counts for every relation it may stand for.)"""
+    types = {r.name: r.subject_type for r in RELATIONS}
+    for split in data.values():
+        for f in split.facts:
+            assert len(set(f.keep)) == len(f.keep)
+            got: set[str] = set()
+            for k in f.keep:
+                assert f.subject in k
+                t = _phrasing_of(k, f.subject)
+                rel = {r.name for r in RELATIONS if t in {p.lower() for p in r.train_phrasings}}
+                assert rel and f.relation not in rel, (k, f.relation)
+                got |= rel
+            same = {r for r, st in types.items() if st == types[f.relation]} - {f.relation}
+            assert same <= got  # every other relation of the same subject type
+            about = {g.relation for g in split.facts if g.subject == f.subject}
+            assert about <= got | {f.relation}  # the split's other facts about the subject
+
+
 def test_deterministic(tmp_path: Path) -> None:
     small = GeneratorConfig(n_train=120, n_val=20, n_test=20, seed=11)
     a = write_splits(generate(small), tmp_path / "a", small)
