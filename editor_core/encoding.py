@@ -14,6 +14,7 @@ same mask serves the loss and the key/gradient caching hooks.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +31,17 @@ IGNORE = -100
 #              "predict".  scripts/key_geometry.py measures why: subject-token keys separate
 #              a fact's paraphrases from its neighbours far better than prompt-final keys.
 KeyPosition = Literal["predict", "subject"]
+
+
+_SPACE = re.compile(r"\s+")
+_TRAILING = re.compile(r"[\s\.,;:!\?…]+$")
+
+
+def normalise_prompt(prompt: str) -> str:
+    """casefold, collapse whitespace, strip trailing punctuation and space: two prompts
+    that read the same ask the same question."""
+    text = unicodedata.normalize("NFKC", prompt).casefold()
+    return _TRAILING.sub("", _SPACE.sub(" ", text).strip())
 
 
 class EditTooLongError(ValueError):

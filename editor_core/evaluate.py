@@ -27,8 +27,14 @@ import torch
 
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.data.formats import Fact, LocalityPrompt, neighbour_subject
+from editor_core.data.relations import phrasing_relations
 from editor_core.editor import WeightDelta
-from editor_core.encoding import EditRequest, subject_last_token, tokenize_pair
+from editor_core.encoding import (
+    EditRequest,
+    normalise_prompt,
+    subject_last_token,
+    tokenize_pair,
+)
 from editor_core.loading import LoadedModel
 from editor_core.metrics import token_accuracy
 
@@ -206,8 +212,30 @@ def peak_rss_mb() -> float:
 
 
 # -- one evaluation -----------------------------------------------------------------------
-def requests_of(facts: Sequence[Fact]) -> list[EditRequest]:
-    return [EditRequest(f.prompt, f.target, f.subject or None, f.keep) for f in facts]
+def requests_of(facts: Sequence[Fact], edited: Sequence[Fact] | None = None) -> list[EditRequest]:
+    """The edits of `facts`, each with its keep prompts less those that ask what another
+    fact of `edited` (default: `facts`) about the same subject changes — as a client would
+    not ask to keep what it edits: that fact's prompt or a paraphrase, or, for the data
+    generator's facts, any phrasing of that fact's relation."""
+    by_subject: dict[str, list[Fact]] = {}
+    for g in facts if edited is None else edited:
+        if g.subject:
+            by_subject.setdefault(g.subject, []).append(g)
+    out = []
+    for f in facts:
+        others = [g for g in by_subject.get(f.subject, []) if g.id != f.id] if f.keep else []
+        keep = f.keep
+        if others:
+            asked = {normalise_prompt(p) for g in others for p in (g.prompt, *g.paraphrases)}
+            rels = {g.relation for g in others if g.relation}
+            keep = tuple(
+                k
+                for k in f.keep
+                if normalise_prompt(k) not in asked
+                and not phrasing_relations(k, f.subject) & rels
+            )
+        out.append(EditRequest(f.prompt, f.target, f.subject or None, keep))
+    return out
 
 
 def paraphrase_requests(facts: Sequence[Fact]) -> list[EditRequest]:

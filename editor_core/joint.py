@@ -8,24 +8,14 @@ Re-editing the same (normalised) prompt supersedes the older edit.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from editor_core.editor import EditRows
+from editor_core.encoding import normalise_prompt
 from editor_core.solve import _dtype, solve_from_gram
-
-_SPACE = re.compile(r"\s+")
-_TRAILING = re.compile(r"[\s\.,;:!\?…]+$")
-
-
-def normalise_prompt(prompt: str) -> str:
-    """casefold, collapse whitespace, strip trailing punctuation and space."""
-    text = unicodedata.normalize("NFKC", prompt).casefold()
-    return _TRAILING.sub("", _SPACE.sub(" ", text).strip())
 
 
 def split_rows(rows: dict[str, EditRows], n_requests: int) -> list[dict[str, EditRows]]:

@@ -47,7 +47,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from editor_core.adapters import ModelAdapter
-from editor_core.encoding import EditBatch, EditRequest, encode_edits, subject_token_index
+from editor_core.encoding import (
+    EditBatch,
+    EditRequest,
+    encode_edits,
+    normalise_prompt,
+    subject_token_index,
+)
 from editor_core.hooks import shifted
 from editor_core.loading import bf16_is_fast
 from editor_core.progress import bar
@@ -522,16 +528,18 @@ def _essence_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list
 
 def _keep_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[str]]:
     """Per request, its first `cfg.keep_max` keep prompts, less any that a request of the
-    chunk naming the same subject asks to change (its prompt): the group's δ must change
-    that one, so it cannot also be kept."""
+    chunk naming the same subject asks to change (its prompt, `normalise_prompt`): the
+    group's δ must change that one, so it cannot also be kept.  (A keep prompt that asks
+    the same as another edit of the subject in other words is the sender's contradiction.)"""
     edited: dict[str, set[str]] = {}
     for r in requests:
         if r.subject and r.subject.strip():
-            edited.setdefault(r.subject.strip(), set()).add(r.prompt.strip())
+            edited.setdefault(r.subject.strip(), set()).add(normalise_prompt(r.prompt))
     out = []
     for r in requests:
         subject = (r.subject or "").strip()
-        keep = [k for k in r.keep[: cfg.keep_max] if k.strip() not in edited.get(subject, ())]
+        own = edited.get(subject, set())
+        keep = [k for k in r.keep[: cfg.keep_max] if normalise_prompt(k) not in own]
         out.append(keep if subject else [])
     return out
 

@@ -115,7 +115,7 @@ def run_sequential(
     history: list[dict[str, Any]] = []
     try:
         for t, facts_t in enumerate(tqdm(batches, desc=f"sequential/{mode}", unit="batch")):
-            reqs = requests_of(facts_t)
+            reqs = requests_of(facts_t, chosen)  # keep: what the whole run leaves alone
             last = t + 1 == len(batches)
             scored = last or score_at is None or t + 1 in score_at
             if mode == "joint" and getattr(editor, "respreads", False):

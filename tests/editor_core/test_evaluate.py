@@ -319,3 +319,48 @@ def test_same_subject_prompts_are_the_edited_subjects_unedited_facts(tiny_dir: P
     m = score_edited(loaded, edited, ordinary, empty, same_subject=same)
     assert m["ls_same_subject"] == 1.0 and m["n_same_subject"] == 1  # unedited model
     assert score_edited(loaded, edited, ordinary, empty)["ls_same_subject"] is None
+
+
+def test_requests_drop_keep_prompts_that_another_edit_of_the_subject_changes() -> None:
+    """A client does not ask to keep what it edits: a fact's keep prompts lose those that
+    another drawn fact about the same subject asks (its prompt, a paraphrase, or — for the
+    generator's relations — any phrasing of its relation)."""
+    from editor_core.data.formats import Fact
+    from editor_core.evaluate import requests_of
+
+    cap = Fact(
+        "a",
+        "The capital of Ruritania is",
+        "Zenda",
+        ("Q: Capital of Ruritania? A:",),
+        subject="Ruritania",
+        relation="capital",
+    )
+    cur = Fact(
+        "b",
+        "The currency of Ruritania is the",
+        "crown",
+        subject="Ruritania",
+        relation="currency",
+        keep=(
+            "Ruritania is governed from",
+            "q: capital of ruritania?  a:",
+            "Ruritania's capital city is",
+            "Ruritania uses the",
+        ),
+    )
+    other = Fact(
+        "c",
+        "The capital of Freedonia is",
+        "Elba",
+        subject="Freedonia",
+        relation="capital",
+        keep=("The official language of Freedonia is",),
+    )
+    reqs = requests_of([cur, other])
+    assert reqs[0].keep == cur.keep and reqs[1].keep == other.keep  # nothing else edits them
+    (alone,) = requests_of([cur], edited=[cur, cap])  # the run edits the capital too
+    # gone: a paraphrase of the capital edit (case, spacing aside) and the generator's
+    # capital phrasing "{s}'s capital city is"; a capital question in words neither knows
+    # is the sender's to leave out
+    assert alone.keep == ("Ruritania is governed from", "Ruritania uses the")
