@@ -89,6 +89,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight ν of the anchor rows (default: checkpoint's)",
     )
     p.add_argument(
+        "--malmen-config",
+        type=json.loads,
+        default=None,
+        help="JSON overrides of the malmen editor's settings, as FACTPATCH_EDITOR_CONFIG "
+        """(e.g. '{"value_opt": {"keep_weight": 0.5}}'); applied before the other --malmen-* flags""",
+    )
+    p.add_argument(
         "--malmen-label",
         default="malmen",
         help="name of the malmen editor in the results (e.g. malmen-opt for an --editor "
@@ -144,7 +151,7 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
     The factory's None means the editor's own value, except μ: None there means
     --malmen-preserve when given, else the checkpoint's."""
     from editor_core.baselines import FTEditor, MendEditor
-    from editor_core.editor import MalmenEditor
+    from editor_core.editor import MalmenEditor, config_fields
     from editor_core.evaluate import with_overrides
 
     def malmen(eta: float | None = None, lam: float | None = None, mu: float | None = None) -> Any:
@@ -153,6 +160,8 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
             ed = MalmenEditor.random_init(loaded)
         else:
             ed = MalmenEditor.from_checkpoint(args.editor, loaded)
+        if args.malmen_config:
+            ed.config = replace(ed.config, **config_fields(args.malmen_config, ed.config))
         knobs = (("anchors", args.malmen_anchors), ("anchor_weight", args.malmen_anchor_weight))
         ed.config = replace(ed.config, **{k: v for k, v in knobs if v is not None})
         return with_overrides(
@@ -295,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
             "editor": str(args.editor) if args.editor else None,
             "editor_sha256": getattr(editors.get(label), "checkpoint_sha256", None),
             "malmen_label": label,
+            "malmen_config": args.malmen_config,
             **{
                 f"malmen_{knob}": getattr(malmen_cfg, knob, None)
                 for knob in (

@@ -364,3 +364,25 @@ def test_requests_drop_keep_prompts_that_another_edit_of_the_subject_changes() -
     # capital phrasing "{s}'s capital city is"; a capital question in words neither knows
     # is the sender's to leave out
     assert alone.keep == ("Ruritania is governed from", "Ruritania uses the")
+
+
+def test_malmen_config_overrides_the_editors_settings_before_the_other_flags(
+    eval_args: argparse.Namespace,
+) -> None:
+    """`--malmen-config` reads as FACTPATCH_EDITOR_CONFIG does (partial value_opt updates,
+    unknown names an error); a --malmen-* flag given as well wins."""
+    from editor_core.config import ModelSpec
+    from editor_core.loading import load_model
+    from service.commands.eval import build_editors
+
+    loaded = load_model(ModelSpec(source=str(eval_args.model), device="cpu"))
+    eval_args.editors = "malmen"
+    eval_args.malmen_config = {"eta_scale": 0.25, "anchors": 2, "value_opt": {"keep_weight": 3}}
+    eval_args.malmen_anchors = 5
+    editors, _ = build_editors(loaded, eval_args)
+    cfg = editors["malmen"].config
+    assert (cfg.eta_scale, cfg.anchors, cfg.value_opt.keep_weight) == (0.25, 5, 3)
+    assert cfg.value_opt.steps == 100  # the rest of value_opt as it was
+    eval_args.malmen_config = {"value_opt": {"keep_wieght": 3}}
+    with pytest.raises(ValueError, match="keep_wieght"):
+        build_editors(loaded, eval_args)
