@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, realworld_facts
-from editor_core.editor import MalmenEditor
+from editor_core.data.formats import neighbour_subject
+from editor_core.editor import MalmenEditor, config_fields
 from editor_core.encoding import tokenize_pair
 from editor_core.evaluate import greedy_tokens, last_token_sharing, requests_of, sample_facts
 from editor_core.loading import load_model
@@ -56,6 +58,12 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=3, help="greedy tokens compared")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--out", type=Path, default=Path("out/neighbour_loss.jsonl"))
+    p.add_argument(
+        "--config",
+        type=json.loads,
+        default=None,
+        help="""JSON overrides of the editor's settings, e.g. '{"value_opt": {"keep_weight": 2}}'""",
+    )
     args = p.parse_args()
     facts = realworld_facts() if args.realworld else read_facts(args.facts)
     chosen = sample_facts(facts, args.n, args.seed)
@@ -67,6 +75,8 @@ def main() -> int:
     )
     tok = loaded.tokenizer
     editor = MalmenEditor.from_checkpoint(args.editor, loaded)
+    if args.config:
+        editor.config = replace(editor.config, **config_fields(args.config, editor.config))
     owners = [(f, nb) for f in chosen for nb in f.neighborhood]
     if not owners:
         raise SystemExit("these facts carry no neighbourhood prompts")
@@ -82,11 +92,16 @@ def main() -> int:
     targets = {f.id: first_token(tok, f.prompt, f.target) for f in chosen}
     relation_of = {f.id: f.relation for f in chosen}
     counts: Counter[tuple[str, str]] = Counter()
+    edited_subjects = {f.subject for f in chosen if f.subject}
+    same = Counter[str]()  # neighbours about a subject edited in another relation
     known = Counter[str]()  # neighbours whose gold answer the unedited model gives first
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as fh:
         for (fact, nb), b, a in zip(owners, before, after, strict=True):
             kind = "shared token" if shared.get(nb.prompt) else "own token"
+            if neighbour_subject(fact, nb.prompt) in edited_subjects:
+                same["all"] += 1
+                same["kept"] += a == b
             if nb.answer and b[0] == first_token(tok, nb.prompt, nb.answer):
                 known["known"] += 1
                 known["kept"] += a[0] == b[0]
@@ -130,6 +145,11 @@ def main() -> int:
             f"\nneighbours whose gold answer the unedited model gives as its first token: "
             f"{known['known']}; still given after the edit: {known['kept']}; now the target of "
             f"the fact they neighbour: {known['fact target']}"
+        )
+    if same["all"]:
+        print(
+            f"\nneighbours about a subject edited in another relation: {same['all']}; "
+            f"unchanged: {same['kept']}"
         )
     print(f"changed prompts: {args.out}")
     return 0

@@ -181,3 +181,20 @@ def test_realworld_locality_is_valid() -> None:
     assert all(p.answer for p in pool)
     edit_prompts = {f.prompt for f in realworld_facts()}
     assert not edit_prompts & {p.prompt for p in pool}
+
+
+def test_realworld_keep_prompts_name_the_subject_and_are_never_evaluated() -> None:
+    from editor_core.encoding import normalise_prompt
+
+    facts = realworld_facts()
+    evaluated = {
+        normalise_prompt(p)
+        for f in facts
+        for p in (f.prompt, *f.paraphrases, *(nb.prompt for nb in f.neighborhood))
+    } | {normalise_prompt(p.prompt) for p in realworld_locality()}
+    for f in facts:
+        assert len(f.keep) >= 2, f.id
+        assert all(f.subject in k for k in f.keep), (f.id, f.keep)
+        keep = [normalise_prompt(k) for k in f.keep]
+        assert not set(keep) & evaluated, (f.id, f.keep)
+        assert len(set(keep)) == len(keep), (f.id, f.keep)
