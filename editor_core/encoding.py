@@ -65,9 +65,13 @@ class EditRequest:
     # capital of Germany is" when Germany's currency is edited).  Used by value optimisation
     # with `ValueOptConfig.keep_weight` > 0 (optimize.py); each must contain the subject.
     keep: tuple[str, ...] = ()
+    # Other wordings of the same fact (the subject in each), which the edit should answer
+    # too.  Used by value optimisation with `ValueOptConfig.paraphrase_max` > 0.
+    paraphrases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep", tuple(self.keep))  # a list from JSON
+        object.__setattr__(self, "paraphrases", tuple(self.paraphrases))
 
 
 @dataclass

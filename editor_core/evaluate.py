@@ -231,10 +231,9 @@ def requests_of(facts: Sequence[Fact], edited: Sequence[Fact] | None = None) -> 
             keep = tuple(
                 k
                 for k in f.keep
-                if normalise_prompt(k) not in asked
-                and not phrasing_relations(k, f.subject) & rels
+                if normalise_prompt(k) not in asked and not phrasing_relations(k, f.subject) & rels
             )
-        out.append(EditRequest(f.prompt, f.target, f.subject or None, keep))
+        out.append(EditRequest(f.prompt, f.target, f.subject or None, keep, f.edit_paraphrases))
     return out
 
 

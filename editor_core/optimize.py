@@ -138,6 +138,11 @@ class ValueOptConfig:
     # each request's prompts are used, the first ones (None: all).  0: off.
     keep_weight: float = 0.0
     keep_max: int | None = None
+    # Each request's first paraphrase_max paraphrases (EditRequest.paraphrases: the fact in
+    # other words, sent with the edit) join its loss as contexts: the δ is optimised for
+    # the mean target NLL over the edit's contexts and these, so it carries the fact, not
+    # one wording of it.  They give no rows: keys and targets stay the contexts'.  0: off.
+    paraphrase_max: int = 0
 
     def __post_init__(self) -> None:
         # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
@@ -161,6 +166,8 @@ class ValueOptConfig:
             raise ValueError(f"essence_prompts {bad or '()'} need a {{subject}} slot each")
         if self.keep_weight < 0:
             raise ValueError(f"keep_weight {self.keep_weight} must be ≥ 0")
+        if self.paraphrase_max < 0:
+            raise ValueError(f"paraphrase_max {self.paraphrase_max} must be ≥ 0")
         if self.keep_max is not None and self.keep_max < 0:
             raise ValueError(f"keep_max {self.keep_max} must be ≥ 0 or None")
         if self.max_norm_per_doubling < 0:
@@ -486,6 +493,7 @@ class _Chunk:
     # the drift penalties' prompts: essence prompts (essence_weight > 0) and the requests'
     # keep prompts (keep_weight > 0), each set with its weight
     drift: tuple[_Drift, ...] = ()
+    also: _Also | None = None  # the requests' paraphrases (paraphrase_max > 0)
 
     @property
     def fact_keyed(self) -> torch.Tensor:
@@ -514,6 +522,57 @@ class _Drift:
     keyed: torch.Tensor  # (E·P,) bool
     fact: torch.Tensor  # (E,) the chunk fact each prompt belongs to
     base: torch.Tensor | None = None  # (E, V) unedited log-probabilities at `last`
+
+
+@dataclass
+class _Also:
+    """A chunk's requests' paraphrases with their targets (A rows, `paraphrase_max` at most
+    per request, those naming its subject), keyed like the chunk's slots: (A·P,)."""
+
+    batch: EditBatch
+    pos: torch.Tensor  # (A·P,) keyed position of each slot
+    keyed: torch.Tensor  # (A·P,) bool
+    fact: torch.Tensor  # (A,) the chunk fact each paraphrase belongs to
+    count: torch.Tensor  # (F,) paraphrases per chunk fact
+
+
+def _encode_also(
+    tokenizer: Any,
+    requests: Sequence[EditRequest],
+    cfg: ValueOptConfig,
+    keyed: torch.Tensor,
+    max_length: int | None,
+) -> _Also | None:
+    """Each request's first `cfg.paraphrase_max` paraphrases that contain its subject, with
+    its target, keyed at the subject tokens its own δs are (`keyed`: the chunk's
+    `fact_keyed`); None when there are none."""
+    device = keyed.device
+    reqs, fact = [], []
+    for f, r in enumerate(requests):
+        subject = (r.subject or "").strip()
+        for p in r.paraphrases[: cfg.paraphrase_max] if subject else ():
+            if all(
+                subject_token_index(tokenizer, p, subject, w) is not None
+                for w in cfg.subject_tokens
+            ):
+                reqs.append(EditRequest(p, r.target, subject))
+                fact.append(f)
+    if not reqs:
+        return None
+    pos = [
+        key_positions(encode_edits(tokenizer, reqs, max_length, "subject", w))
+        for w in cfg.subject_tokens
+    ]
+    batch = encode_edits(tokenizer, reqs, max_length, "subject", cfg.subject_tokens[0]).to(device)
+    facts = torch.tensor(fact, device=device)
+    n_tok = len(cfg.subject_tokens)
+    return _Also(
+        batch,
+        torch.stack(pos, dim=1).reshape(-1).to(device),
+        keyed.view(len(requests), n_tok)[facts].reshape(-1),
+        facts,
+        torch.bincount(facts, minlength=len(requests)),
+    )
 
 
 def _essence_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[str]]:
@@ -637,6 +696,8 @@ def _encode_chunk(
         if weight > 0
     ]
     chunk.drift = tuple(d for d in drift if d is not None)
+    if cfg.paraphrase_max > 0:
+        chunk.also = _encode_also(tokenizer, requests, cfg, chunk.fact_keyed, max_length)
     return chunk
 
 
@@ -764,6 +825,11 @@ def _adam_on_residual(
             _at_block(block, rows, pos[sel].reshape(-1), add, enable_grad=True),
         ):
             nll = target_nll_per_row(model, sub).view(-1, n_var).mean(1)  # (Fa,)
+        if chunk.also is not None:
+            nll = _with_paraphrases(
+                model, block, chunk.also, nll, fidx, th, scale[gidx], local, group, n_var, use_bf16
+            )
+        with torch.enable_grad():
             group_nll = torch.zeros(gidx.shape[0], device=device).index_add(0, owner, nll)
             group_nll = group_nll / size[gidx]  # (A,)
             loss = (group_nll + cfg.weight_decay * th.pow(2).mean((1, 2))).sum()
@@ -785,6 +851,48 @@ def _adam_on_residual(
         theta[j] = new * (limit / new.norm(dim=2, keepdim=True).clamp(min=limit))
         steps_taken[j] += 1
     return (scale * theta).detach(), final, steps_taken
+
+
+def _with_paraphrases(
+    model: Any,
+    block: nn.Module,
+    also: _Also,
+    nll: torch.Tensor,
+    fidx: torch.Tensor,
+    th: torch.Tensor,
+    scale: torch.Tensor,
+    local: torch.Tensor,
+    group: torch.Tensor,
+    n_var: int,
+    use_bf16: bool,
+) -> torch.Tensor:
+    """(Fa,) each moving fact's mean target NLL over its contexts (`nll`, their mean) and
+    its paraphrases, with the δs (scale·θ, `th` (A, P, H)) in place."""
+    n_facts, n_tok = also.count.shape[0], th.shape[1]
+    moving = torch.zeros(n_facts, dtype=torch.bool, device=fidx.device)
+    moving[fidx] = True
+    asel = moving[also.fact].nonzero()[:, 0]  # (A_a,) paraphrases of moving facts
+    if not asel.shape[0]:
+        return nll
+    owner = local[group[also.fact[asel]]]  # (A_a,) row of each paraphrase's group in `th`
+    add = ((scale * th)[owner] * also.keyed.view(-1, n_tok, 1)[asel]).flatten(0, 1)
+    rows = torch.arange(asel.shape[0], device=asel.device).repeat_interleave(n_tok)
+    b = also.batch
+    sub = EditBatch(
+        b.input_ids[asel],
+        b.attention_mask[asel],
+        b.labels[asel],
+        [b.target_lengths[i] for i in asel.tolist()],
+    )
+    with (
+        torch.no_grad(),
+        torch.autocast(asel.device.type, torch.bfloat16, enabled=use_bf16),
+        _at_block(block, rows, also.pos.view(-1, n_tok)[asel].reshape(-1), add, enable_grad=True),
+    ):
+        para = target_nll_per_row(model, sub)  # (A_a,)
+        total = torch.zeros(n_facts, device=nll.device).index_add(0, fidx, nll * n_var)
+        total = total.index_add(0, also.fact[asel], para.float())
+        return (total / (n_var + also.count).float())[fidx]
 
 
 def _drift_kl(

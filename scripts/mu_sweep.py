@@ -168,6 +168,13 @@ def main() -> int:
         help="at most this many keep prompts per fact, the first ones (value_opt.keep_max)",
     )
     p.add_argument(
+        "--paraphrase-max",
+        type=int,
+        default=None,
+        help="optimise each value for up to this many of the fact's edit_paraphrases too "
+        "(value_opt.paraphrase_max; 0 = off)",
+    )
+    p.add_argument(
         "--value-batch",
         type=int,
         default=None,
@@ -273,6 +280,7 @@ def main() -> int:
         "essence_weight": args.essence_weight,
         "keep_weight": args.keep_weight,
         "keep_max": args.keep_max,
+        "paraphrase_max": args.paraphrase_max,
         "max_norm": args.value_max_norm,
         "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
@@ -410,6 +418,8 @@ def targets_tag(vo: ValueOptConfig, n_edits: int | None = None) -> str:
         tag += f", keep {vo.keep_weight:g}" + (
             f" ≤{vo.keep_max}" if vo.keep_max is not None else ""
         )
+    if vo.paraphrase_max != default.paraphrase_max:
+        tag += f", {vo.paraphrase_max} paraphrases"
     if vo.stop_loss != default.stop_loss:
         tag += f", stop {vo.stop_loss:g}"
     if vo.subject_tokens != default.subject_tokens:

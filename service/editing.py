@@ -74,11 +74,14 @@ class StoredEdit:
     target_clamp: float | None = None
     # prompts about the subject whose next token the edit holds (EditRequest.keep)
     keep: tuple[str, ...] = ()
+    paraphrases: tuple[str, ...] = ()  # the fact in other words (EditRequest.paraphrases)
 
     def request(self) -> Any:
         from editor_core.encoding import EditRequest
 
-        return EditRequest(self.prompt, self.target, self.subject or None, self.keep)
+        return EditRequest(
+            self.prompt, self.target, self.subject or None, self.keep, self.paraphrases
+        )
 
 
 RESIDUAL_TARGET = "residual_target"  # no "/keys" suffix: never read as a module's rows
@@ -111,6 +114,7 @@ class RowStore:
             "target_group": list(edit.target_group) if edit.target_group else None,
             "target_clamp": edit.target_clamp,
             "keep": list(edit.keep),
+            "paraphrases": list(edit.paraphrases),
             "sha256": file_sha256(path),
         }
         (self.root / f"{edit.edit_id}.json").write_text(json.dumps(sidecar))
@@ -143,6 +147,7 @@ class RowStore:
             tuple(meta["target_group"]) if meta.get("target_group") else None,
             meta.get("target_clamp"),
             tuple(meta.get("keep") or ()),
+            tuple(meta.get("paraphrases") or ()),
         )
         self._cache[edit_id] = edit
         return edit
@@ -173,7 +178,13 @@ class EditBackend:
         from editor_core.joint import split_rows
 
         requests = [
-            EditRequest(e["prompt"], e["target"], e.get("subject") or None, e.get("keep") or ())
+            EditRequest(
+                e["prompt"],
+                e["target"],
+                e.get("subject") or None,
+                e.get("keep") or (),
+                e.get("paraphrases") or (),
+            )
             for e in edits
         ]
         bare = sum(r.subject is None for r in requests)
@@ -200,7 +211,16 @@ class EditBackend:
         per_edit = split_rows(rows, len(requests))
         return [
             StoredEdit(
-                e["edit_id"], e["prompt"], e["target"], r, req.subject, zt, g, clamp, req.keep
+                e["edit_id"],
+                e["prompt"],
+                e["target"],
+                r,
+                req.subject,
+                zt,
+                g,
+                clamp,
+                req.keep,
+                req.paraphrases,
             )
             for e, req, r, zt, g in zip(edits, requests, per_edit, targets, groups, strict=True)
         ]

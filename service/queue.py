@@ -59,7 +59,7 @@ class IdempotencyConflictError(Exception):
 class Job:
     job_id: str
     kind: Literal["add", "withdraw"]
-    # add: {edit_id, prompt, target, subject[, keep: list]}; withdraw: {edit_id}
+    # add: {edit_id, prompt, target, subject[, keep, paraphrases: lists]}; withdraw: {edit_id}
     edits: list[dict[str, Any]]
     edit_ids: list[str] = field(default_factory=list)
 

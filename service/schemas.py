@@ -31,7 +31,12 @@ class EditIn(BaseModel):
         "editor holds the same question about other subjects still (subject anchors)",
     )
     paraphrases: list[str] | None = Field(
-        default=None, max_length=16, description="stored with the edit; not used by the solve"
+        default=None,
+        max_length=16,
+        examples=[["France's capital city is"]],
+        description="the fact in other words, stored with the edit.  An editor that optimises "
+        "values (value_opt.paraphrase_max > 0) optimises each edit for those that contain "
+        "`subject` too; others do not use them",
     )
     keep: list[str] | None = Field(
         default=None,

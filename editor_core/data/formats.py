@@ -90,6 +90,9 @@ class Fact:
     # prompts about the same subject that name another of its facts, which the edit must
     # leave alone (EditRequest.keep; used with value_opt.keep_weight > 0)
     keep: tuple[str, ...] = ()
+    # the fact in other words, sent with the edit (EditRequest.paraphrases; used with
+    # value_opt.paraphrase_max > 0); never scored — GS is measured on `paraphrases`
+    edit_paraphrases: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -108,6 +111,8 @@ class Fact:
             out["neighborhood"] = [p.to_json() for p in self.neighborhood]
         if self.keep:
             out["keep"] = list(self.keep)
+        if self.edit_paraphrases:
+            out["edit_paraphrases"] = list(self.edit_paraphrases)
         return out
 
 
@@ -169,6 +174,7 @@ def parse_fact(obj: Any, where: str, default_id: str) -> Fact:
         raise FactFormatError(where, "target has leading or trailing whitespace")
     paraphrases = _strings(obj, "paraphrases", where)
     keep = _strings(obj, "keep", where)
+    edit_paraphrases = _strings(obj, "edit_paraphrases", where)
     raw_id = obj.get("id", default_id)
     return Fact(
         id=str(raw_id),
@@ -187,6 +193,7 @@ def parse_fact(obj: Any, where: str, default_id: str) -> Fact:
             for i, p in enumerate(_list(obj, "neighborhood", where))
         ),
         keep=tuple(keep),
+        edit_paraphrases=tuple(edit_paraphrases),
     )
 
 

@@ -165,8 +165,10 @@ class _SplitBuilder:
     def __init__(self, world: World, config: GeneratorConfig, split: str, n: int):
         self.world, self.config, self.split = world, config, split
         self.rng = random.Random(f"{config.seed}-{split}")
-        # keep prompts draw from their own stream, so adding them changed no other field
+        # keep prompts and edit paraphrases draw from their own streams, so adding them
+        # changed no other field
         self.keep_rng = random.Random(f"{config.seed}-{split}-keep")
+        self.para_rng = random.Random(f"{config.seed}-{split}-edit-paraphrases")
         self.counts = _per_relation(n)
         need: dict[str, int] = {}
         for rel, n_r in zip(RELATIONS, self.counts, strict=True):
@@ -212,7 +214,15 @@ class _SplitBuilder:
             locality=(rng.choice(ordinary),) if ordinary else (),
             neighborhood=(LocalityPrompt(_fill(main, nb.name), nb.values[rel.name]),),
             keep=self.keep(rel, subject),
+            edit_paraphrases=self.edit_paraphrases(rel, subject, (main, *paraphrases)),
         )
+
+    def edit_paraphrases(self, rel: Relation, subject: Entity, used: tuple[str, ...]) -> tuple[str, ...]:
+        """The fact in other words a client might send with the edit: TRAINING phrasings
+        of its relation that the fact itself does not use (GS is scored on held-out ones)."""
+        free = [p for p in rel.train_phrasings if p not in used]
+        chosen = self.para_rng.sample(free, min(self.config.n_paraphrases, len(free)))
+        return tuple(_fill(p, subject.name) for p in chosen)
 
     def keep(self, rel: Relation, subject: Entity) -> tuple[str, ...]:
         """One prompt for each of the subject's other relations, in random order — what a

@@ -43,6 +43,7 @@ def post_edits(
     edits: list[dict[str, Any]] = [
         {"edit_id": new_id("e"), "prompt": e.prompt, "target": e.target, "subject": e.subject or ""}
         | ({"keep": e.keep} if e.keep else {})
+        | ({"paraphrases": e.paraphrases} if e.paraphrases else {})
         for e in body.edits
     ]
     job = Job(new_id("job"), "add", edits, [e["edit_id"] for e in edits])

@@ -659,3 +659,45 @@ def test_keep_prompts_that_another_edit_of_the_subject_changes_are_dropped() -> 
     ess, keep = _encode_chunk(loaded.adapter, loaded.tokenizer, reqs, both, None).drift
     assert ess.weight == 0.5 and ess.fact.tolist() == [0, 1, 2, 3]  # "{subject} is a" each
     assert keep.fact.tolist() == [3]  # "x" and "y" do not name the subject
+
+
+def test_paraphrases_join_the_value_loss_but_give_no_rows() -> None:
+    """`paraphrase_max`: a request's paraphrases that name its subject are encoded with its
+    target and keyed at its subject; they raise the edit's accuracy on them (the δ is
+    optimised for them too) and leave the rows' shape alone."""
+    with pytest.raises(ValueError, match="paraphrase_max"):
+        ValueOptConfig(paraphrase_max=-1)
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    tok = loaded.tokenizer
+    with torch.no_grad():
+        loaded.model.get_output_embeddings().weight.mul_(30.0)
+    base = distinct_subject_facts(4, seed=3)
+    reqs = [
+        replace(r, paraphrases=(f"{W[9]} {r.subject}", f"{r.subject} {W[10]}", "no subject"))
+        for r in base
+    ]
+    cfg = replace(OPT, bf16=False, paraphrase_max=2)
+    also = _encode_chunk(loaded.adapter, tok, reqs, cfg, None).also
+    assert also is not None and also.fact.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert also.count.tolist() == [2, 2, 2, 2]
+    one = _encode_chunk(loaded.adapter, tok, reqs, replace(cfg, paraphrase_max=1), None).also
+    assert one is not None and one.fact.tolist() == [0, 1, 2, 3]
+    para = [EditRequest(p, r.target, r.subject) for r in reqs for p in r.paraphrases[:2]]
+
+    def accuracy(vo: ValueOptConfig) -> tuple[float, int]:
+        editor = optimising(loaded, value_opt=vo)
+        masters = snapshot(loaded.adapter)
+        try:
+            delta = editor.compute_delta(reqs)
+            apply_delta(loaded.adapter, delta, masters)
+            acc = token_accuracy(loaded.model, tok, para, 8)
+        finally:
+            restore(loaded.adapter, masters)
+        return sum(acc) / len(acc), next(iter(delta.rows.values())).keys.shape[0]
+
+    (without, rows), (with_them, rows_with) = (
+        accuracy(replace(cfg, paraphrase_max=0)),
+        accuracy(cfg),
+    )
+    assert rows_with == rows  # paraphrases give no rows
+    assert with_them > without

@@ -270,7 +270,7 @@ def test_a_joint_version_past_a_doubling_reoptimises_for_the_new_clamp(tmp_path:
 
 
 def test_keep_prompts_are_stored_with_the_edit_and_used_by_every_version(tmp_path: Path) -> None:
-    """An edit's keep prompts travel with the job, are stored beside its rows, and shape
+    """An edit's keep prompts (and paraphrases) travel with the job, are stored beside its rows, and shape
     its residual target (value_opt.keep_weight > 0) both when it is computed and when a
     later joint version re-optimises it (a subject edited again in another batch)."""
     import torch
@@ -286,13 +286,15 @@ def test_keep_prompts_are_stored_with_the_edit_and_used_by_every_version(tmp_pat
     keep = [f"{reqs[0].subject} is", f"Of {reqs[0].subject}"]
     edits = _edit_dicts(reqs)
     edits[0]["keep"] = keep
+    edits[0]["paraphrases"] = [f"So {reqs[0].subject}"]
     (held, other) = backend.compute(edits)
     (free,) = backend.compute([{**edits[0], "keep": []}])
     assert held.keep == tuple(keep) and other.keep == ()
     assert not torch.allclose(held.residual_target, free.residual_target)
     backend.rows.save(held)
     stored = RowStore(tmp_path / "edits").load(held.edit_id)  # from disk
-    assert stored.keep == tuple(keep)
+    assert stored.keep == tuple(keep) and stored.paraphrases == (f"So {reqs[0].subject}",)
     assert stored.request().keep == tuple(keep)
+    assert stored.request().paraphrases == stored.paraphrases
     want = editor.residual_targets([stored.request()]).z[0]
     torch.testing.assert_close(held.residual_target, want)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -11,13 +12,16 @@ from safetensors.torch import load_file
 from tests.service.conftest import FACTS, Proc, greedy, wait_job
 
 SUBJECTS = {"The capital of France is": "France"}
+# sent with the France edit: stored beside its rows (used by value-optimising editors)
+EXTRA = {"keep": ["The language of France is"], "paraphrases": ["France's capital is"]}
 
 
 def _post(client: httpx.Client, facts: list[tuple[str, str]], **headers: str) -> httpx.Response:
     edits = [{"prompt": p, "target": t} for p, t in facts]
     body = {
         "edits": [
-            {**e, "subject": SUBJECTS[e["prompt"]]} if e["prompt"] in SUBJECTS else e for e in edits
+            {**e, "subject": SUBJECTS[e["prompt"]], **EXTRA} if e["prompt"] in SUBJECTS else e
+            for e in edits
         ]
     }
     return client.post("/edits", json=body, headers=headers)
@@ -46,6 +50,9 @@ def test_edit_coalesce_pin_withdraw_rollback(client: httpx.Client, serve: Proc, 
     detail = client.get("/versions/1").json()
     assert {e["target"] for e in detail["edits"]} == {"london", "madrid"}
     assert {e["subject"] for e in detail["edits"]} == {"France", ""}
+    data_dir = Path(serve.env["FACTPATCH_DATA_DIR"])
+    sidecar = json.loads((data_dir / "edits" / f"{j1['edit_ids'][0]}.json").read_text())
+    assert {k: sidecar[k] for k in EXTRA} == EXTRA
     out = greedy(client, FACTS[0][0])
     assert out["version"] == 1 and out["text"].strip().startswith("london")
     v1_third = greedy(client, FACTS[2][0])
