@@ -198,3 +198,22 @@ def test_realworld_keep_prompts_name_the_subject_and_are_never_evaluated() -> No
         keep = [normalise_prompt(k) for k in f.keep]
         assert not set(keep) & evaluated, (f.id, f.keep)
         assert len(set(keep)) == len(keep), (f.id, f.keep)
+
+
+def test_realworld_edit_paraphrases_name_the_subject_and_are_never_evaluated() -> None:
+    from editor_core.encoding import normalise_prompt
+
+    facts = realworld_facts()
+    evaluated = {
+        normalise_prompt(p)
+        for f in facts
+        for p in (f.prompt, *f.paraphrases, *(nb.prompt for nb in f.neighborhood))
+    } | {normalise_prompt(p.prompt) for p in realworld_locality()}
+    keep = {normalise_prompt(k) for f in facts for k in f.keep}
+    for f in facts:
+        assert len(f.edit_paraphrases) == 2, f.id
+        assert all(f.subject in p for p in f.edit_paraphrases), (f.id, f.edit_paraphrases)
+        sent = [normalise_prompt(p) for p in f.edit_paraphrases]
+        assert not set(sent) & evaluated, (f.id, f.edit_paraphrases)
+        assert not set(sent) & keep, (f.id, f.edit_paraphrases)
+        assert len(set(sent)) == len(sent), (f.id, f.edit_paraphrases)
