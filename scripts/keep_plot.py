@@ -1,0 +1,74 @@
+"""Draw what keep prompts and paraphrases sent with an edit do to malmen-opt (rows written
+by scripts/mu_sweep.py, e.g. the fourteenth session's docs/data/keep_paraphrases_val.jsonl):
+one panel per N, one group of bars per metric, one bar per setting.
+
+    python scripts/keep_plot.py docs/data/keep_paraphrases_val.jsonl \\
+        docs/img/keep_paraphrases.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+METRICS = (
+    ("es", "ES"),
+    ("gs", "GS"),
+    ("generation", "gen"),
+    ("ls_ordinary", "LS ord"),
+    ("ls_neighborhood", "LS nb"),
+    ("ls_same_subject", "LS same\nsubject"),
+)
+
+
+def setting(row: dict[str, Any]) -> str:
+    """The row's keep / paraphrase setting, read off mu_sweep's targets tag."""
+    keep = re.search(r"keep ([0-9.]+)", row["targets"])
+    para = re.search(r"(\d+) paraphrases", row["targets"])
+    parts = ([f"{para.group(1)} paraphrases"] if para else []) + (
+        [f"keep {keep.group(1)}"] if keep else []
+    )
+    return " + ".join(parts) or "shipped (neither)"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("rows", type=Path)
+    p.add_argument("out", type=Path)
+    args = p.parse_args()
+    rows = [json.loads(x) for x in args.rows.read_text(encoding="utf-8").splitlines() if x]
+    ns = sorted({r["n"] for r in rows})
+    order = sorted({setting(r) for r in rows}, key=lambda s: (s != "shipped (neither)", s))
+    fig, axes = plt.subplots(1, len(ns), figsize=(6.5 * len(ns), 4.6), squeeze=False)
+    width = 0.8 / len(order)
+    for ax, n in zip(axes[0], ns, strict=True):
+        at_n = {setting(r): r for r in rows if r["n"] == n}
+        for k, name in enumerate(order):
+            if name not in at_n:
+                continue
+            xs = [i + (k - (len(order) - 1) / 2) * width for i in range(len(METRICS))]
+            ax.bar(xs, [at_n[name].get(m) or 0.0 for m, _ in METRICS], width, label=name)
+        ax.set_xticks(range(len(METRICS)), [label for _, label in METRICS])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"validation, N = {n} simultaneous edits")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("score")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(order), fontsize=8)
+    fig.suptitle("malmen-opt: keep prompts and paraphrases sent with each edit")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
