@@ -27,7 +27,7 @@ import torch
 
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.data.formats import Fact, LocalityPrompt, neighbour_subject
-from editor_core.data.relations import phrasing_relations
+from editor_core.data.relations import RELATIONS
 from editor_core.editor import WeightDelta
 from editor_core.encoding import (
     EditRequest,
@@ -212,6 +212,18 @@ def peak_rss_mb() -> float:
 
 
 # -- one evaluation -----------------------------------------------------------------------
+def _phrasing_relations(prompt: str, subject: str) -> set[str]:
+    """The data generator's relations with a phrasing that, filled with `subject`, asks
+    what `prompt` asks (`normalise_prompt`); a few phrasings are shared by two relations
+    ("The home city of {s} is")."""
+    want = normalise_prompt(prompt)
+    return {
+        r.name
+        for r in RELATIONS
+        if any(normalise_prompt(p.format(s=subject)) == want for p in r.phrasings)
+    }
+
+
 def requests_of(facts: Sequence[Fact], edited: Sequence[Fact] | None = None) -> list[EditRequest]:
     """The edits of `facts`, each with its keep prompts less those that ask what another
     fact of `edited` (default: `facts`) about the same subject changes — as a client would
@@ -231,7 +243,7 @@ def requests_of(facts: Sequence[Fact], edited: Sequence[Fact] | None = None) -> 
             keep = tuple(
                 k
                 for k in f.keep
-                if normalise_prompt(k) not in asked and not phrasing_relations(k, f.subject) & rels
+                if normalise_prompt(k) not in asked and not _phrasing_relations(k, f.subject) & rels
             )
         out.append(EditRequest(f.prompt, f.target, f.subject or None, keep, f.edit_paraphrases))
     return out

@@ -559,11 +559,10 @@ def _encode_also(
                 fact.append(f)
     if not reqs:
         return None
-    pos = [
-        key_positions(encode_edits(tokenizer, reqs, max_length, "subject", w))
-        for w in cfg.subject_tokens
-    ]
-    batch = encode_edits(tokenizer, reqs, max_length, "subject", cfg.subject_tokens[0]).to(device)
+    # one encoding per keyed subject token (only its key mask differs): its positions
+    batches = [encode_edits(tokenizer, reqs, max_length, "subject", w) for w in cfg.subject_tokens]
+    pos = [key_positions(b) for b in batches]
+    batch = batches[0].to(device)
     facts = torch.tensor(fact, device=device)
     n_tok = len(cfg.subject_tokens)
     return _Also(
@@ -866,8 +865,8 @@ def _with_paraphrases(
     n_var: int,
     use_bf16: bool,
 ) -> torch.Tensor:
-    """(Fa,) each moving fact's mean target NLL over its contexts (`nll`, their mean) and
-    its paraphrases, with the δs (scale·θ, `th` (A, P, H)) in place."""
+    """(Fa,) each moving fact's (`fidx`) mean target NLL over its `n_var` contexts (`nll`,
+    their mean) and its paraphrases, with the δs (scale·θ, `th` (A, P, H)) in place."""
     n_facts, n_tok = also.count.shape[0], th.shape[1]
     moving = torch.zeros(n_facts, dtype=torch.bool, device=fidx.device)
     moving[fidx] = True

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, realworld_facts
 from editor_core.data.formats import neighbour_subject
-from editor_core.editor import MalmenEditor, config_fields
+from editor_core.editor import MalmenEditor
 from editor_core.encoding import tokenize_pair
 from editor_core.evaluate import greedy_tokens, last_token_sharing, requests_of, sample_facts
 from editor_core.loading import load_model
@@ -74,9 +73,7 @@ def main() -> int:
         args.data_dir,
     )
     tok = loaded.tokenizer
-    editor = MalmenEditor.from_checkpoint(args.editor, loaded)
-    if args.config:
-        editor.config = replace(editor.config, **config_fields(args.config, editor.config))
+    editor = MalmenEditor.from_checkpoint(args.editor, loaded, **(args.config or {}))
     owners = [(f, nb) for f in chosen for nb in f.neighborhood]
     if not owners:
         raise SystemExit("these facts carry no neighbourhood prompts")

@@ -203,13 +203,3 @@ RELATIONS: tuple[Relation, ...] = (
 
 RELATIONS_BY_NAME: dict[str, Relation] = {r.name: r for r in RELATIONS}
 
-
-def phrasing_relations(prompt: str, subject: str) -> set[str]:
-    """The relations with a phrasing that, filled with `subject`, reads as `prompt` (case
-    and spacing aside): a few phrasings are shared ("The home city of {s} is")."""
-    want = " ".join(prompt.casefold().split())
-    return {
-        r.name
-        for r in RELATIONS
-        if any(" ".join(p.format(s=subject).casefold().split()) == want for p in r.phrasings)
-    }

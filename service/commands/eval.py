@@ -151,17 +151,16 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
     The factory's None means the editor's own value, except μ: None there means
     --malmen-preserve when given, else the checkpoint's."""
     from editor_core.baselines import FTEditor, MendEditor
-    from editor_core.editor import MalmenEditor, config_fields
+    from editor_core.editor import EditorConfig, MalmenEditor, config_fields
     from editor_core.evaluate import with_overrides
 
     def malmen(eta: float | None = None, lam: float | None = None, mu: float | None = None) -> Any:
+        overrides = args.malmen_config or {}
         if args.editor is None:
             log.warning("no --editor checkpoint: MALMEN uses an untrained (identity) network")
-            ed = MalmenEditor.random_init(loaded)
+            ed = MalmenEditor.random_init(loaded, config=EditorConfig(**config_fields(overrides)))
         else:
-            ed = MalmenEditor.from_checkpoint(args.editor, loaded)
-        if args.malmen_config:
-            ed.config = replace(ed.config, **config_fields(args.malmen_config, ed.config))
+            ed = MalmenEditor.from_checkpoint(args.editor, loaded, **overrides)
         knobs = (("anchors", args.malmen_anchors), ("anchor_weight", args.malmen_anchor_weight))
         ed.config = replace(ed.config, **{k: v for k, v in knobs if v is not None})
         return with_overrides(

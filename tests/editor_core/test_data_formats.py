@@ -22,6 +22,7 @@ from editor_core.data import (
     write_locality,
 )
 from editor_core.data.formats import is_question, neighbour_subject
+from editor_core.encoding import normalise_prompt
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -183,15 +184,17 @@ def test_realworld_locality_is_valid() -> None:
     assert not edit_prompts & {p.prompt for p in pool}
 
 
-def test_realworld_keep_prompts_name_the_subject_and_are_never_evaluated() -> None:
-    from editor_core.encoding import normalise_prompt
-
-    facts = realworld_facts()
-    evaluated = {
+def _realworld_evaluated() -> set[str]:
+    """Every prompt the real-world evaluation scores, normalised (`normalise_prompt`)."""
+    return {
         normalise_prompt(p)
-        for f in facts
+        for f in realworld_facts()
         for p in (f.prompt, *f.paraphrases, *(nb.prompt for nb in f.neighborhood))
     } | {normalise_prompt(p.prompt) for p in realworld_locality()}
+
+
+def test_realworld_keep_prompts_name_the_subject_and_are_never_evaluated() -> None:
+    facts, evaluated = realworld_facts(), _realworld_evaluated()
     for f in facts:
         assert len(f.keep) >= 2, f.id
         assert all(f.subject in k for k in f.keep), (f.id, f.keep)
@@ -201,14 +204,7 @@ def test_realworld_keep_prompts_name_the_subject_and_are_never_evaluated() -> No
 
 
 def test_realworld_edit_paraphrases_name_the_subject_and_are_never_evaluated() -> None:
-    from editor_core.encoding import normalise_prompt
-
-    facts = realworld_facts()
-    evaluated = {
-        normalise_prompt(p)
-        for f in facts
-        for p in (f.prompt, *f.paraphrases, *(nb.prompt for nb in f.neighborhood))
-    } | {normalise_prompt(p.prompt) for p in realworld_locality()}
+    facts, evaluated = realworld_facts(), _realworld_evaluated()
     keep = {normalise_prompt(k) for f in facts for k in f.keep}
     for f in facts:
         assert len(f.edit_paraphrases) == 2, f.id
