@@ -40,6 +40,11 @@ if job.kind == 'add' then
     local e = job.edits[i - 3]
     redis.call('HSET', KEYS[i], 'edit_id', e.edit_id, 'job_id', job.job_id,
       'prompt', e.prompt, 'target', e.target, 'subject', e.subject or '')
+    -- lists as JSON, only when sent (cjson writes an empty array as {})
+    if e.keep and #e.keep > 0 then redis.call('HSET', KEYS[i], 'keep', cjson.encode(e.keep)) end
+    if e.paraphrases and #e.paraphrases > 0 then
+      redis.call('HSET', KEYS[i], 'paraphrases', cjson.encode(e.paraphrases))
+    end
   end
 end
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', tonumber(ARGV[3])) end
@@ -150,9 +155,16 @@ class JobQueue:
         value = self.redis.hget(self.keys.job(job_id), "status")
         return cast(bytes, value).decode() if value is not None else None
 
-    def edit(self, edit_id: str) -> dict[str, str] | None:
+    def edit(self, edit_id: str) -> dict[str, Any] | None:
+        """An edit's record: edit_id, job_id, prompt, target, subject ('' when none) and
+        its keep / paraphrases lists ([] when none were sent)."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.edit(edit_id)))
-        return {k.decode(): v.decode() for k, v in raw.items()} or None
+        if not raw:
+            return None
+        rec: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in ("keep", "paraphrases"):
+            rec[name] = json.loads(rec[name]) if rec.get(name) else []
+        return rec
 
     def mark(self, job_id: str, **fields: str) -> None:
         mapping = dict(fields)

@@ -132,9 +132,18 @@ class VersionOut(BaseModel):
     metrics: dict[str, Any]
 
 
+class VersionEdit(BaseModel):
+    edit_id: str
+    prompt: str
+    target: str
+    subject: str = Field(description="'' when the edit named none")
+    keep: list[str] = Field(default_factory=list, description="keep prompts sent with it")
+    paraphrases: list[str] = Field(default_factory=list, description="paraphrases sent with it")
+
+
 class VersionDetail(VersionOut):
-    edits: list[dict[str, str]] = Field(
-        default_factory=list, description="prompt/target/subject per edit"
+    edits: list[VersionEdit] = Field(
+        default_factory=list, description="the edits this version added, as they were sent"
     )
 
 

@@ -46,6 +46,9 @@ class GeneratorConfig:
     n_test: int = 2_000
     seed: int = 0
     n_paraphrases: int = 2
+    # training phrasings written as each fact's `edit_paraphrases` (None: n_paraphrases);
+    # they come from their own random stream, so this changes no other field
+    n_edit_paraphrases: int | None = None
     subjects_per_fact: float = 2.0  # edit-subject pool size per relation, as a multiple of n_r
     neighbours_per_fact: float = 0.25  # neighbour-only subjects, as a multiple of n_r
     ordinary_split: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -221,7 +224,9 @@ class _SplitBuilder:
         """The fact in other words a client might send with the edit: TRAINING phrasings
         of its relation that the fact itself does not use (GS is scored on held-out ones)."""
         free = [p for p in rel.train_phrasings if p not in used]
-        chosen = self.para_rng.sample(free, min(self.config.n_paraphrases, len(free)))
+        n = self.config.n_edit_paraphrases
+        n = self.config.n_paraphrases if n is None else n
+        chosen = self.para_rng.sample(free, min(n, len(free)))
         return tuple(_fill(p, subject.name) for p in chosen)
 
     def keep(self, rel: Relation, subject: Entity) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """`factpatch data`: generate the synthetic splits, convert public datasets, check files.
 
 factpatch data generate --out data/facts [--seed 0] [--train 20000 --val 1000 --test 2000]
+                        [--paraphrases 2] [--edit-paraphrases K]
 factpatch data convert --format zsre|counterfact IN --out facts.jsonl [--locality-out L]
 factpatch data check FILE [--locality]
 factpatch data sample-text --model M --out F [--n 2000]   (the model's own prose, for a prior)
@@ -26,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val", type=int, default=1_000, help="validation facts")
     g.add_argument("--test", type=int, default=2_000, help="test facts")
     g.add_argument("--paraphrases", type=int, default=2, help="paraphrases per fact")
+    g.add_argument(
+        "--edit-paraphrases", type=int, default=None,
+        help="training phrasings per fact written as `edit_paraphrases` (the wordings a "
+        "client sends with an edit; default: --paraphrases, at most the relation's free ones)",
+    )
     g.set_defaults(func=run_generate)
 
     c = dsub.add_parser("convert", help="convert zsRE (MEND release) or CounterFact (ROME)")
@@ -65,6 +71,7 @@ def run_generate(args: argparse.Namespace) -> int:
         n_test=args.test,
         seed=args.seed,
         n_paraphrases=args.paraphrases,
+        n_edit_paraphrases=args.edit_paraphrases,
     )
     out = write_splits(generate(config), args.out, config)
     for name in sorted(out.iterdir()):

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from service.errors import ApiError
 from service.routes.deps import MetricsDep, SharedDep
-from service.schemas import RollbackOut, VersionDetail, VersionOut, VersionsOut
+from service.schemas import RollbackOut, VersionDetail, VersionEdit, VersionOut, VersionsOut
 from service.security import Admin, Reader
 from service.versions import Manifest, VersionCorruptError, VersionNotFoundError
 
@@ -56,13 +56,19 @@ def list_versions(_who: Reader, shared: SharedDep) -> VersionsOut:
 
 @router.get("/versions/{version}", response_model=VersionDetail)
 def get_version(version: int, _who: Reader, shared: SharedDep) -> VersionDetail:
-    """One version with its edits (prompt/target of every new edit) and metrics."""
+    """One version with its metrics and the edits it added, as they were sent (prompt,
+    target, subject, keep prompts, paraphrases)."""
     m = _manifest(shared, version)
     edits = []
     for edit_id in m.edit_ids:
         rec = shared.queue.edit(edit_id) or {}
-        fields = ("prompt", "target", "subject")
-        edits.append({"edit_id": edit_id, **{f: rec.get(f, "") for f in fields}})
+        edits.append(
+            VersionEdit(
+                edit_id=edit_id,
+                **{f: rec.get(f, "") for f in ("prompt", "target", "subject")},
+                **{f: rec.get(f, []) for f in ("keep", "paraphrases")},
+            )
+        )
     return VersionDetail(**_out(m, shared.store.current()), edits=edits)  # type: ignore[arg-type]
 
 

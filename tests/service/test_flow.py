@@ -50,6 +50,9 @@ def test_edit_coalesce_pin_withdraw_rollback(client: httpx.Client, serve: Proc, 
     detail = client.get("/versions/1").json()
     assert {e["target"] for e in detail["edits"]} == {"london", "madrid"}
     assert {e["subject"] for e in detail["edits"]} == {"France", ""}
+    sent = {e["edit_id"]: e for e in detail["edits"]}
+    assert {k: sent[j1["edit_ids"][0]][k] for k in EXTRA} == EXTRA  # listed as sent
+    assert sent[j2["edit_ids"][0]]["keep"] == sent[j2["edit_ids"][0]]["paraphrases"] == []
     data_dir = Path(serve.env["FACTPATCH_DATA_DIR"])
     sidecar = json.loads((data_dir / "edits" / f"{j1['edit_ids'][0]}.json").read_text())
     assert {k: sidecar[k] for k in EXTRA} == EXTRA
