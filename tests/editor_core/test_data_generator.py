@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,22 @@ def test_splits_disjoint_by_phrasing(data: dict[str, SplitData]) -> None:
                 assert _phrasing_of(prompt, f.subject) in allowed, (split, prompt)
     for rel in RELATIONS:
         assert not set(rel.train_phrasings) & set(rel.heldout_phrasings)
+
+
+def test_edit_paraphrases_are_unused_training_phrasings(data: dict[str, SplitData]) -> None:
+    """`edit_paraphrases` (what a client sends with an edit) are training phrasings of the
+    fact's relation it does not use itself; --edit-paraphrases K writes more of them and
+    changes nothing else (its own random stream)."""
+    more = generate(replace(CONFIG, n_edit_paraphrases=5))
+    for name, split in data.items():
+        for f, g in zip(split.facts, more[name].facts, strict=True):
+            for facts, n in ((f, 2), (g, 5)):
+                used = {_phrasing_of(p, f.subject) for p in (f.prompt, *f.paraphrases)}
+                free = _templates(f.relation, "train") - used
+                sent = [_phrasing_of(p, f.subject) for p in facts.edit_paraphrases]
+                assert len(set(sent)) == len(sent) == min(n, len(free)), (name, sent)
+                assert set(sent) <= free, (name, f.relation, sent)
+            assert replace(g, edit_paraphrases=f.edit_paraphrases) == f
 
 
 def test_targets_type_correct_and_counterfactual(data: dict[str, SplitData]) -> None:
