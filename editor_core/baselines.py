@@ -1,9 +1,10 @@
 """Baselines measured through the same interface as MalmenEditor (MALMEN.md §4).
 
 - MendEditor: the same hyper-network, S = Σ_j −η ũ_j g̃_jᵀ (rank-1 shifts summed, no
-  least squares).
+  least squares); edits the editor's `paraphrase_rows` paraphrases too, as MALMEN does.
 - FTEditor: fine-tuning of a shift on the same modules (Adam, k steps), optionally kept
-  inside a Frobenius-norm ball.
+  inside a Frobenius-norm ball; `FTConfig.paraphrases`: trains on that many of each
+  edit's paraphrases too.
 Both return a `WeightDelta` and leave the model bit-identical.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from editor_core.adapters import ModelAdapter
-from editor_core.editor import MalmenEditor, WeightDelta, target_loss_sum
+from editor_core.editor import MalmenEditor, WeightDelta, target_loss_sum, with_paraphrases
 from editor_core.encoding import EditRequest, encode_edits
 from editor_core.hooks import grad_from, shifted
 
@@ -27,7 +28,7 @@ class MendEditor:
 
     def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta:
         ed = self.editor
-        cached = ed.cache(requests)
+        cached = ed.cache_edited(requests)
         shifts = {}
         c = ed.config.hyper_chunk
         with torch.no_grad():
@@ -47,6 +48,7 @@ class FTConfig:
     lr: float = 1e-3
     lm_batch_size: int = 32
     max_norm: float | None = None  # Frobenius bound on each module's shift
+    paraphrases: int = 0  # each edit's first k paraphrases join the training examples
 
 
 class FTEditor:
@@ -63,6 +65,7 @@ class FTEditor:
             for n, s in adapter.shapes().items()
         }
         opt = torch.optim.Adam(list(shifts.values()), lr=cfg.lr)
+        requests = [r for r, _ in with_paraphrases(requests, cfg.paraphrases)]
         batches = [
             encode_edits(self.tokenizer, requests[i : i + cfg.lm_batch_size]).to(device)
             for i in range(0, len(requests), cfg.lm_batch_size)

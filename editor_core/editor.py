@@ -80,6 +80,13 @@ class EditorConfig:
     # token and takes λ from `lambda_override` (default 1).
     values: ValueMode = "hypernet"
     value_opt: ValueOptConfig = field(default_factory=ValueOptConfig)
+    # Hyper-network editor: each request's first paraphrase_rows paraphrases
+    # (EditRequest.paraphrases, sent with the edit) are edited too — their rows (keys and
+    # hyper-network value differences at their own predicting positions, for the same
+    # target) join the solve, owned by the edit, so joint mode keeps and withdraws them
+    # with it.  0: the edit prompt's rows only (MALMEN).  The value-optimising editor uses
+    # paraphrases in its values' loss instead (`value_opt.paraphrase_max`).
+    paraphrase_rows: int = 0
 
     def __post_init__(self) -> None:
         # a setting with a fixed set of values (from FACTPATCH_EDITOR_CONFIG, a checkpoint's
@@ -87,6 +94,8 @@ class EditorConfig:
         for name, allowed in _choices().items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} {getattr(self, name)!r}: expected one of {allowed}")
+        if self.paraphrase_rows < 0:
+            raise ValueError(f"paraphrase_rows {self.paraphrase_rows} must be ≥ 0")
 
 
 @lru_cache(maxsize=1)
@@ -114,6 +123,18 @@ def config_fields(fields: dict[str, Any], base: EditorConfig | None = None) -> d
             if extra:
                 raise ValueError(f"unknown {group} settings {extra}")
             out[group] = replace(current, **part)
+    return out
+
+
+def with_paraphrases(requests: Sequence[EditRequest], k: int) -> list[tuple[EditRequest, int]]:
+    """(request, index of the request it stands for): `requests`, then each one's first k
+    paraphrases as edits of their own with its target and subject."""
+    out = [(r, i) for i, r in enumerate(requests)]
+    out += [
+        (EditRequest(p, r.target, r.subject), i)
+        for i, r in enumerate(requests)
+        for p in r.paraphrases[:k]
+    ]
     return out
 
 
@@ -392,8 +413,16 @@ class MalmenEditor:
             for n, r in edit_rows.items()
         }
 
+    def cache_edited(self, requests: Sequence[EditRequest]) -> dict[str, CachedRows]:
+        """`cache` of `requests` and of their first `paraphrase_rows` paraphrases each
+        (edited with the same target), every row owned by its request's index."""
+        edited = with_paraphrases(requests, self.config.paraphrase_rows)
+        cached = self.cache([r for r, _ in edited])
+        index = torch.tensor([i for _, i in edited], dtype=torch.long, device=self.device)
+        return {n: replace(c, owner=index[c.owner]) for n, c in cached.items()}
+
     def hypernet_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
-        cached = self.cache(requests)
+        cached = self.cache_edited(requests)
         with torch.no_grad():
             return {n: EditRows(c.keys, self.value_diffs(n, c), c.owner) for n, c in cached.items()}
 

@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--test", type=int, default=2_000, help="test facts")
     g.add_argument("--paraphrases", type=int, default=2, help="paraphrases per fact")
     g.add_argument(
-        "--edit-paraphrases", type=int, default=None,
+        "--edit-paraphrases",
+        type=int,
+        default=None,
         help="training phrasings per fact written as `edit_paraphrases` (the wordings a "
         "client sends with an edit; default: --paraphrases, at most the relation's free ones)",
     )

@@ -96,6 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         """(e.g. '{"value_opt": {"keep_weight": 0.5}}'); applied before the other --malmen-* flags""",
     )
     p.add_argument(
+        "--ft-paraphrases",
+        type=int,
+        default=0,
+        help="ft also trains on each edit's first K paraphrases (sent with it; compare with "
+        "a malmen editor given --malmen-config '{\"paraphrase_rows\": K}' or "
+        '\'{"value_opt": {"paraphrase_max": K}}\')',
+    )
+    p.add_argument(
         "--malmen-label",
         default="malmen",
         help="name of the malmen editor in the results (e.g. malmen-opt for an --editor "
@@ -150,7 +158,7 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
 
     The factory's None means the editor's own value, except μ: None there means
     --malmen-preserve when given, else the checkpoint's."""
-    from editor_core.baselines import FTEditor, MendEditor
+    from editor_core.baselines import FTConfig, FTEditor, MendEditor
     from editor_core.editor import EditorConfig, MalmenEditor, config_fields
     from editor_core.evaluate import with_overrides
 
@@ -181,7 +189,8 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
         elif name == "mend":
             editors[name] = MendEditor(malmen())
         elif name == "ft":
-            editors[name] = FTEditor(loaded.adapter, loaded.tokenizer)
+            ft = FTConfig(paraphrases=args.ft_paraphrases)
+            editors[name] = FTEditor(loaded.adapter, loaded.tokenizer, ft)
         elif name == "none":
             editors[name] = NoEdit()
         else:
@@ -304,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
             "editor_sha256": getattr(editors.get(label), "checkpoint_sha256", None),
             "malmen_label": label,
             "malmen_config": args.malmen_config,
+            "ft_paraphrases": args.ft_paraphrases,
             **{
                 f"malmen_{knob}": getattr(malmen_cfg, knob, None)
                 for knob in (

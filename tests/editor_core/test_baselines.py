@@ -37,3 +37,38 @@ def test_fine_tuning_baseline_edits_through_the_same_interface_and_is_pure() -> 
     with shifted(loaded.adapter, delta.shifts):
         acc = sum(token_accuracy(loaded.model, loaded.tokenizer, reqs))
     assert acc > base_acc
+
+
+def test_baselines_use_paraphrases_as_asked() -> None:
+    """mend edits the editor's `paraphrase_rows` paraphrases as edits of their own; ft with
+    `paraphrases` = k trains on them: both equal editing them explicitly."""
+    from editor_core.encoding import EditRequest
+
+    loaded = tiny_loaded()
+    loaded.model.double()
+    plain, other = facts(2), facts(4, seed=1)[2:]
+    reqs = [
+        EditRequest(r.prompt, r.target, paraphrases=(o.prompt,))
+        for r, o in zip(plain, other, strict=True)
+    ]
+    spelled = plain + [EditRequest(o.prompt, r.target) for r, o in zip(plain, other, strict=True)]
+    editor = editor_for(loaded)
+    rows1 = editor_for(loaded, paraphrase_rows=1)
+    for a, b in (
+        (MendEditor(rows1).compute_delta(reqs), MendEditor(editor).compute_delta(spelled)),
+        (
+            FTEditor(
+                loaded.adapter, loaded.tokenizer, FTConfig(steps=3, paraphrases=1)
+            ).compute_delta(reqs),
+            FTEditor(loaded.adapter, loaded.tokenizer, FTConfig(steps=3)).compute_delta(spelled),
+        ),
+    ):
+        for name in loaded.adapter.names:
+            torch.testing.assert_close(a.shifts[name], b.shifts[name])
+    ignored = FTEditor(loaded.adapter, loaded.tokenizer, FTConfig(steps=3))  # paraphrases 0
+    assert not torch.equal(
+        ignored.compute_delta(reqs).shifts[loaded.adapter.names[0]],
+        FTEditor(loaded.adapter, loaded.tokenizer, FTConfig(steps=3))
+        .compute_delta(spelled)
+        .shifts[loaded.adapter.names[0]],
+    )

@@ -168,3 +168,36 @@ def test_edit_time_knobs() -> None:
     strong = editor_for(loaded, lambda_override=1e6)
     assert strong.lambdas()[name] == 1e6
     assert strong.solve(rows)[name].norm() < base.solve(rows)[name].norm()
+
+
+def test_paraphrase_rows_edit_the_paraphrases_too() -> None:
+    """paraphrase_rows = k: each request's first k paraphrases give the rows they would
+    give as edits of their own (same target), owned by the request; 0 ignores them."""
+    loaded = tiny_loaded()
+    loaded.model.double()
+    plain = facts(3)
+    other = facts(6, seed=1)[3:]  # other prompts stand in for paraphrases
+    reqs = [
+        EditRequest(r.prompt, r.target, paraphrases=(o.prompt, "never used"))
+        for r, o in zip(plain, other, strict=True)
+    ]
+    assert all(
+        torch.equal(a.keys, b.keys)
+        for a, b in zip(
+            editor_for(loaded).compute_rows(reqs).values(),
+            editor_for(loaded).compute_rows(plain).values(),
+            strict=True,
+        )
+    )
+    rows = editor_for(loaded, paraphrase_rows=1).compute_rows(reqs)
+    alone = editor_for(loaded).compute_rows(
+        plain + [EditRequest(o.prompt, r.target) for r, o in zip(plain, other, strict=True)]
+    )
+    for name, r in rows.items():
+        a = alone[name]
+        torch.testing.assert_close(r.keys, a.keys)
+        torch.testing.assert_close(r.values, a.values)
+        assert r.owner.tolist() == [i % 3 for i in a.owner.tolist()]
+        assert r.keys.shape[0] > editor_for(loaded).compute_rows(plain)[name].keys.shape[0]
+    with pytest.raises(ValueError, match="paraphrase_rows"):
+        EditorConfig(paraphrase_rows=-1)
