@@ -81,7 +81,7 @@ def test_shipped_optimising_editor_changes_three_real_facts_and_restores(
     loaded = replace(default_model, adapter=adapter)
     editor = MalmenEditor.from_checkpoint(SHIPPED_OPTIMISE, loaded)
     assert editor.config.values == "optimise" and not editor.has_hypernet
-    assert editor.config.value_opt.paraphrase_max == 2  # paraphrases sent with an edit count
+    assert editor.config.value_opt.paraphrase_max == 4  # paraphrases sent with an edit count
     facts = [replace(f, subject=s) for f, s in zip(FACTS, SUBJECTS, strict=True)]
     asked = {
         "Q: What is the capital of France? A:": "Rome",
