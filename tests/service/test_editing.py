@@ -298,3 +298,44 @@ def test_keep_prompts_are_stored_with_the_edit_and_used_by_every_version(tmp_pat
     assert stored.request().paraphrases == stored.paraphrases
     want = editor.residual_targets([stored.request()]).z[0]
     torch.testing.assert_close(held.residual_target, want)
+
+
+def test_paraphrase_rows_are_stored_with_their_edit(tmp_path: Path) -> None:
+    """Hyper-network editor with `paraphrase_rows`: an edit's paraphrases give rows of their
+    own, stored with the edit (so a joint version and a withdrawal carry them), and the
+    joint version equals editing everything at once."""
+    import torch
+
+    from editor_core.apply import new_weights
+    from editor_core.encoding import EditRequest
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import editor_for, facts, tiny_loaded
+
+    loaded = tiny_loaded()
+    editor = editor_for(loaded, paraphrase_rows=1)
+    backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
+    reqs, other = facts(3), facts(4, seed=5)[3:]
+    edits = _edit_dicts(reqs)
+    edits[0]["paraphrases"] = [other[0].prompt]
+    tensors, live, _, _ = _add_joint(backend, [], edits)
+    name = loaded.adapter.names[0]
+    target_tokens = len(loaded.tokenizer(" " + reqs[0].target, add_special_tokens=False).input_ids)
+    plain = editor_for(loaded).compute_rows(reqs[:1])[name].keys.shape[0]
+    stored = RowStore(tmp_path / "edits").load("e0")
+    assert stored.rows[name].keys.shape[0] == plain + target_tokens  # its paraphrase's rows
+    sent = [
+        EditRequest(r.prompt, r.target, paraphrases=tuple(e.get("paraphrases", ())))
+        for r, e in zip(reqs, edits, strict=True)
+    ]
+    expected = new_weights(
+        loaded.adapter, editor.solve(editor.compute_rows(sent)), backend.base_masters
+    )
+    for n, t in expected.items():
+        torch.testing.assert_close(tensors[n], t, rtol=1e-4, atol=1e-6)
+    tensors, live, _ = backend.joint(live, [], {"e0"})  # withdrawn: its paraphrase rows too
+    assert live == ["e1", "e2"]
+    expected = new_weights(
+        loaded.adapter, editor.solve(editor.compute_rows(sent[1:])), backend.base_masters
+    )
+    for n, t in expected.items():
+        torch.testing.assert_close(tensors[n], t, rtol=1e-4, atol=1e-6)
