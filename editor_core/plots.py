@@ -33,6 +33,21 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def save_with_legend_below(
+    fig: Any, ax: Any, path: Path, ncol: int, title: str | None = None, bottom: float = 0.08
+) -> Path:
+    """Save a figure of several panels with `ax`'s legend once, below them all."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_vs_n(simultaneous: dict[str, dict[str, Any]], path: Path, title: str = "") -> Path:
     """Each metric against the number of simultaneous edits (log2 axis), one line per editor."""
     fig, axes = _grid(len(METRICS))

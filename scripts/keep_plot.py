@@ -19,6 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from editor_core.plots import save_with_legend_below
+
 METRICS = (
     ("es", "ES"),
     ("gs", "GS"),
@@ -61,12 +63,8 @@ def main() -> int:
         ax.set_title(f"validation, N = {n} simultaneous edits")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("score")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(order), fontsize=8)
-    fig.suptitle("malmen-opt: keep prompts and paraphrases sent with each edit")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    title = "malmen-opt: keep prompts and paraphrases sent with each edit"
+    save_with_legend_below(fig, axes[0][0], args.out, len(order), title, bottom=0.07)
     return 0
 
 

@@ -26,6 +26,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from editor_core.plots import save_with_legend_below
+
 METRICS = (
     ("es", "ES"),
     ("gs", "GS"),
@@ -90,11 +92,7 @@ def main() -> int:
         ax.set_title(f"{editor}, validation N = {n}", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("score")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(METRICS), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    save_with_legend_below(fig, axes[0][0], args.out, len(METRICS))
     return 0
 
 
