@@ -34,9 +34,10 @@ class EditIn(BaseModel):
         default=None,
         max_length=16,
         examples=[["France's capital city is"]],
-        description="the fact in other words, stored with the edit.  An editor that optimises "
-        "values (value_opt.paraphrase_max > 0) optimises each edit for those that contain "
-        "`subject` too; others do not use them",
+        description="the fact in other words, stored with the edit.  The value-optimising "
+        "editor optimises each edit for the first value_opt.paraphrase_max (shipped: 4) that "
+        "contain `subject` too; the hyper-network editor edits the first paraphrase_rows "
+        "(default 0) too.  Two to four raise paraphrase accuracy most",
     )
     keep: list[str] | None = Field(
         default=None,
