@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from editor_core.adapters import ModelAdapter
-from editor_core.editor import MalmenEditor, WeightDelta, target_loss_sum, with_paraphrases
-from editor_core.encoding import EditRequest, encode_edits
+from editor_core.editor import MalmenEditor, WeightDelta, target_loss_sum
+from editor_core.encoding import EditRequest, encode_edits, paraphrase_edits
 from editor_core.hooks import grad_from, shifted
 
 
@@ -65,7 +65,7 @@ class FTEditor:
             for n, s in adapter.shapes().items()
         }
         opt = torch.optim.Adam(list(shifts.values()), lr=cfg.lr)
-        requests = [r for r, _ in with_paraphrases(requests, cfg.paraphrases)]
+        requests = [*requests, *(q for q, _ in paraphrase_edits(requests, cfg.paraphrases))]
         batches = [
             encode_edits(self.tokenizer, requests[i : i + cfg.lm_batch_size]).to(device)
             for i in range(0, len(requests), cfg.lm_batch_size)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from editor_core.adapters import ModelAdapter
 from editor_core.anchors import AnchorNames, anchor_requests
 from editor_core.checkpoint import CheckpointError, load_editor_state
-from editor_core.encoding import EditRequest, KeyPosition, encode_edits
+from editor_core.encoding import EditRequest, KeyPosition, encode_edits, paraphrase_edits
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
 from editor_core.optimize import (
@@ -123,18 +123,6 @@ def config_fields(fields: dict[str, Any], base: EditorConfig | None = None) -> d
             if extra:
                 raise ValueError(f"unknown {group} settings {extra}")
             out[group] = replace(current, **part)
-    return out
-
-
-def with_paraphrases(requests: Sequence[EditRequest], k: int) -> list[tuple[EditRequest, int]]:
-    """(request, index of the request it stands for): `requests`, then each one's first k
-    paraphrases as edits of their own with its target and subject."""
-    out = [(r, i) for i, r in enumerate(requests)]
-    out += [
-        (EditRequest(p, r.target, r.subject), i)
-        for i, r in enumerate(requests)
-        for p in r.paraphrases[:k]
-    ]
     return out
 
 
@@ -416,9 +404,10 @@ class MalmenEditor:
     def cache_edited(self, requests: Sequence[EditRequest]) -> dict[str, CachedRows]:
         """`cache` of `requests` and of their first `paraphrase_rows` paraphrases each
         (edited with the same target), every row owned by its request's index."""
-        edited = with_paraphrases(requests, self.config.paraphrase_rows)
-        cached = self.cache([r for r, _ in edited])
-        index = torch.tensor([i for _, i in edited], dtype=torch.long, device=self.device)
+        extra = paraphrase_edits(requests, self.config.paraphrase_rows)
+        cached = self.cache([*requests, *(q for q, _ in extra)])
+        owners = [*range(len(requests)), *(i for _, i in extra)]
+        index = torch.tensor(owners, dtype=torch.long, device=self.device)
         return {n: replace(c, owner=index[c.owner]) for n, c in cached.items()}
 
     def hypernet_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:

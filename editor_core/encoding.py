@@ -102,6 +102,16 @@ class EditBatch:
         )
 
 
+def paraphrase_edits(requests: Sequence[EditRequest], k: int) -> list[tuple[EditRequest, int]]:
+    """Each request's first k paraphrases as edits of their own (its target and subject),
+    with the index of the request each stands for."""
+    return [
+        (EditRequest(p, r.target, r.subject), i)
+        for i, r in enumerate(requests)
+        for p in r.paraphrases[:k]
+    ]
+
+
 def target_prefix(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
     """ " " when the tokenizer marks word starts with a space and the prompt lacks one."""
     if not prompt or prompt[-1].isspace():

@@ -52,6 +52,7 @@ from editor_core.encoding import (
     EditRequest,
     encode_edits,
     normalise_prompt,
+    paraphrase_edits,
     subject_token_index,
 )
 from editor_core.hooks import shifted
@@ -548,15 +549,14 @@ def _encode_also(
     `fact_keyed`); None when there are none."""
     device = keyed.device
     reqs, fact = [], []
-    for f, r in enumerate(requests):
-        subject = (r.subject or "").strip()
-        for p in r.paraphrases[: cfg.paraphrase_max] if subject else ():
-            if all(
-                subject_token_index(tokenizer, p, subject, w) is not None
-                for w in cfg.subject_tokens
-            ):
-                reqs.append(EditRequest(p, r.target, subject))
-                fact.append(f)
+    for q, f in paraphrase_edits(requests, cfg.paraphrase_max):
+        subject = (q.subject or "").strip()
+        if subject and all(
+            subject_token_index(tokenizer, q.prompt, subject, w) is not None
+            for w in cfg.subject_tokens
+        ):
+            reqs.append(EditRequest(q.prompt, q.target, subject))
+            fact.append(f)
     if not reqs:
         return None
     # one encoding per keyed subject token (only its key mask differs): its positions
