@@ -142,8 +142,15 @@ class ValueOptConfig:
     # Each request's first paraphrase_max paraphrases (EditRequest.paraphrases: the fact in
     # other words, sent with the edit) join its loss as contexts: the δ is optimised for
     # the mean target NLL over the edit's contexts and these, so it carries the fact, not
-    # one wording of it.  They give no rows: keys and targets stay the contexts'.  0: off.
+    # one wording of it.  0: off.
     paraphrase_max: int = 0
+    # Those paraphrases in the spread too: each fact's key and value gap at every edited
+    # layer are the mean over its contexts and its paraphrases (the same δ added at the
+    # subject there), a paraphrase weighing paraphrase_keys × a context — MEMIT's averaging
+    # over contexts, now over wordings, so the key holds more of the subject and less of
+    # one phrasing of the relation.  The residual targets do not change (only the spread
+    # reads it).  0: the rows are the contexts' alone.
+    paraphrase_keys: float = 0.0
 
     def __post_init__(self) -> None:
         # contexts from JSON (FACTPATCH_EDITOR_CONFIG, a checkpoint's config.json) are a list
@@ -169,6 +176,8 @@ class ValueOptConfig:
             raise ValueError(f"keep_weight {self.keep_weight} must be ≥ 0")
         if self.paraphrase_max < 0:
             raise ValueError(f"paraphrase_max {self.paraphrase_max} must be ≥ 0")
+        if self.paraphrase_keys < 0:
+            raise ValueError(f"paraphrase_keys {self.paraphrase_keys} must be ≥ 0")
         if self.keep_max is not None and self.keep_max < 0:
             raise ValueError(f"keep_max {self.keep_max} must be ≥ 0 or None")
         if self.max_norm_per_doubling < 0:
@@ -387,11 +396,12 @@ def spread_rows(
     device = next(adapter.model.parameters()).device
     targets = [z[s : s + cfg.batch_facts].flatten(0, 1).to(device) for s in starts]  # (B·P, H)
     shares = layer_shares(len(adapter.names), cfg.upper_tilt)
-    keys, values, shifts = _spread(adapter, chunks, targets, solve, progress, shares)
+    para = cfg.paraphrase_keys
+    keys, values, shifts = _spread(adapter, chunks, targets, solve, progress, shares, para)
     if cfg.refine > 0:
         reached = [_residual_at_top(adapter, c, shifts) for c in chunks]
         targets = [t + cfg.refine * (t - r) for t, r in zip(targets, reached, strict=True)]
-        keys, values, _ = _spread(adapter, chunks, targets, solve, progress, shares)
+        keys, values, _ = _spread(adapter, chunks, targets, solve, progress, shares, para)
     fact = torch.cat(
         [
             s + torch.arange(c.n_facts * c.n_tokens) // c.n_tokens
@@ -502,10 +512,21 @@ class _Chunk:
         n_var = self.batch.input_ids.shape[0] // self.n_facts
         return self.keyed.view(self.n_facts, n_var, self.n_tokens)[:, 0].reshape(-1)
 
-    def per_fact(self, x: torch.Tensor) -> torch.Tensor:
-        """(F·P, D) from (B·P, D) slot rows: the mean over the fact's contexts."""
+    def per_fact(
+        self, x: torch.Tensor, also_x: torch.Tensor | None = None, weight: float = 0.0
+    ) -> torch.Tensor:
+        """(F·P, D) from (B·P, D) slot rows: the mean over the fact's contexts — and, given
+        `also_x` (A·P, D) at the paraphrases' slots, over its paraphrases too, each weighing
+        `weight` × a context."""
         n_var = self.batch.input_ids.shape[0] // self.n_facts
-        return x.view(self.n_facts, n_var, self.n_tokens, -1).mean(1).flatten(0, 1)
+        x = x.view(self.n_facts, n_var, self.n_tokens, -1)
+        if also_x is None or self.also is None or weight <= 0:
+            return x.mean(1).flatten(0, 1)
+        total = x.sum(1).index_add(
+            0, self.also.fact, weight * also_x.view(-1, self.n_tokens, x.shape[-1])
+        )
+        count = n_var + weight * self.also.count.to(total.dtype)  # (F,)
+        return (total / count.view(-1, 1, 1)).flatten(0, 1)
 
 
 @dataclass
@@ -735,34 +756,66 @@ def _spread(
     solve: SolveFn,
     progress: bool,
     shares: Sequence[float],
+    para_weight: float = 0.0,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(keys, values, shifts) per module: (R, d_in), (R, d_out), R = the keyed slots of the
     facts over all chunks (`_Chunk.fact_keyed`), and the solved shifts;
     `targets[i]` (B_i·P, H): chunk i's residual after the last edited layer, as it should be;
-    layer j asks for `shares[j]` of the gap left (`layer_shares`)."""
-    model = adapter.model
+    layer j asks for `shares[j]` of the gap left (`layer_shares`).  `para_weight` > 0: each
+    chunk's paraphrases (`_Chunk.also`) join every fact's mean key and gap with that weight
+    (`ValueOptConfig.paraphrase_keys`); a paraphrase's target is its residual at the
+    weights held now plus its fact's δ (the contexts' gap before any shift)."""
     block = adapter.blocks()[adapter.layers[-1]]
     names = adapter.names
     shifts: dict[str, torch.Tensor] = {}
     keys: dict[str, torch.Tensor] = {}
     values: dict[str, torch.Tensor] = {}
+    para_targets: list[torch.Tensor | None] = [None] * len(chunks)
     for j, name in enumerate(bar(names, desc="spreading over layers", progress=progress)):
         gaps, ks = [], []
-        for c, z_target in zip(chunks, targets, strict=True):
-            with (
-                torch.no_grad(),
-                shifted(adapter, shifts),
-                _at_block(block, c.rows, c.pos, None) as seen,
-                _keys_at(adapter, c.rows, c.pos) as io,
-            ):
-                _run_to_block(model, c.batch)
+        for i, (c, z_target) in enumerate(zip(chunks, targets, strict=True)):
+            z_now, k_now = _run_keyed(adapter, block, c.batch, c.rows, c.pos, shifts, name)
+            also = c.also if para_weight > 0 else None
+            a_gap = a_key = None
+            if also is not None:
+                n_tok = c.n_tokens
+                a_rows = torch.arange(also.batch.input_ids.shape[0], device=also.pos.device)
+                a_rows = a_rows.repeat_interleave(n_tok)
+                a_z, a_key = _run_keyed(adapter, block, also.batch, a_rows, also.pos, shifts, name)
+                a_target = para_targets[i]
+                if a_target is None:  # first layer, no shift yet: the δs themselves
+                    delta = c.per_fact(z_target - z_now).view(c.n_facts, n_tok, -1)
+                    keep = also.keyed.unsqueeze(1)
+                    a_target = para_targets[i] = a_z + delta[also.fact].flatten(0, 1) * keep
+                a_gap = a_target - a_z
             keyed = c.fact_keyed
-            gaps.append(c.per_fact(z_target - seen["z"])[keyed])  # (R_c, H)
-            ks.append(c.per_fact(io[name])[keyed])  # (R_c, d_in)
+            gaps.append(c.per_fact(z_target - z_now, a_gap, para_weight)[keyed])  # (R_c, H)
+            ks.append(c.per_fact(k_now, a_key, para_weight)[keyed])  # (R_c, d_in)
         keys[name] = torch.cat(ks)
         values[name] = torch.cat(gaps) * shares[j]
         shifts[name] = solve(name, keys[name], values[name])
     return keys, values, shifts
+
+
+def _run_keyed(
+    adapter: ModelAdapter,
+    block: nn.Module,
+    batch: EditBatch,
+    rows: torch.Tensor,
+    pos: torch.Tensor,
+    shifts: dict[str, torch.Tensor],
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """With `shifts` applied: the residual after `block` (B, H) and module `name`'s input
+    (B, d_in) at (rows, pos)."""
+    with (
+        torch.no_grad(),
+        shifted(adapter, shifts),
+        _at_block(block, rows, pos, None) as seen,
+        _keys_at(adapter, rows, pos) as io,
+    ):
+        _run_to_block(adapter.model, batch)
+    return seen["z"], io[name]
 
 
 def _adam_on_residual(

@@ -175,6 +175,13 @@ def main() -> int:
         "(value_opt.paraphrase_max; 0 = off)",
     )
     p.add_argument(
+        "--paraphrase-keys",
+        type=float,
+        default=None,
+        help="weight of each sent paraphrase in the spread's mean key and gap "
+        "(value_opt.paraphrase_keys; 0 = the contexts alone); the targets are reused",
+    )
+    p.add_argument(
         "--value-batch",
         type=int,
         default=None,
@@ -281,6 +288,7 @@ def main() -> int:
         "keep_weight": args.keep_weight,
         "keep_max": args.keep_max,
         "paraphrase_max": args.paraphrase_max,
+        "paraphrase_keys": args.paraphrase_keys,
         "max_norm": args.value_max_norm,
         "stop_loss": args.value_stop_loss,
         "upper_tilt": args.upper_tilt,
@@ -338,6 +346,7 @@ def main() -> int:
                 "anchor_names": cfg.anchor_names,
                 "upper_tilt": cfg.value_opt.upper_tilt,
                 "refine": cfg.value_opt.refine,
+                "paraphrase_keys": cfg.value_opt.paraphrase_keys,
             }
             if setting_key(setting) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
@@ -440,6 +449,7 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("anchor_names", "other"),
         r.get("upper_tilt", 0.0),
         r.get("refine", 0.0),
+        r.get("paraphrase_keys", 0.0),
     )
 
 
@@ -447,7 +457,8 @@ def _targets(r: dict[str, Any]) -> str:
     """A row's targets and spread: the targets tag, and the tilt and refinement when set."""
     tilt = f", tilt {r['upper_tilt']:g}" if r.get("upper_tilt") else ""
     refine = f", refine {r['refine']:g}" if r.get("refine") else ""
-    return f"{r.get('targets', 'per-fact')}{tilt}{refine}"
+    pk = f", paraphrase keys {r['paraphrase_keys']:g}" if r.get("paraphrase_keys") else ""
+    return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}"
 
 
 def _anchors(r: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import torch
 from editor_core import EditRequest
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import CheckpointError, save_editor
-from editor_core.editor import EditorConfig, MalmenEditor, NoHyperNetworkError
+from editor_core.editor import EditorConfig, MalmenEditor, NoHyperNetworkError, WeightDelta
 from editor_core.encoding import encode_edits
 from editor_core.joint import EditLedger, split_rows
 from editor_core.metrics import token_accuracy
@@ -154,18 +154,24 @@ def test_single_layer_values_do_not_depend_on_batch_mates() -> None:
     torch.testing.assert_close(together[n].values[2:3], alone[n].values, rtol=1e-4, atol=1e-5)
 
 
-def test_spread_rows_resolve_to_the_spread_shifts_and_fit_joint_mode() -> None:
-    loaded = tiny_loaded(layers=3, edit=(0, 1))
-    reqs = distinct_subject_facts(4, seed=2)
-    editor = optimising(loaded)
+def assert_rows_resolve(editor: MalmenEditor, reqs: list[EditRequest]) -> WeightDelta:
+    """`editor`'s delta for `reqs`, after checking that the ledger re-solves its stored
+    rows to the same shifts (what joint mode relies on)."""
     delta = editor.compute_delta(reqs)
-    # the ledger re-solves the stored rows to the same shifts
     ledger = EditLedger()
     for i, r in enumerate(split_rows(delta.rows, len(reqs))):
         ledger.add(f"e{i}", reqs[i].prompt, r)
     joint = ledger.solve(editor.lambdas(), editor.config.solve_dtype, editor.priors())
     for n, s in delta.shifts.items():
         torch.testing.assert_close(joint[n], s, rtol=1e-3, atol=1e-5)
+    return delta
+
+
+def test_spread_rows_resolve_to_the_spread_shifts_and_fit_joint_mode() -> None:
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(4, seed=2)
+    editor = optimising(loaded)
+    delta = assert_rows_resolve(editor, reqs)
     # the lower layer does part of the work: the upper layer's rows ask for the rest only
     lo, hi = loaded.adapter.names
     assert delta.rows[lo].values.norm() > 0 and delta.rows[hi].values.norm() > 0
@@ -701,3 +707,38 @@ def test_paraphrases_join_the_value_loss_but_give_no_rows() -> None:
     )
     assert rows_with == rows  # paraphrases give no rows
     assert with_them > without
+
+
+def test_paraphrase_keys_average_the_paraphrases_into_each_fact_row() -> None:
+    """`paraphrase_keys` w: each fact's row at every layer is the weighted mean over its
+    contexts and its paraphrases — at the lowest layer (nothing below it shifts) the key is
+    (k_prompt + w·Σ k_paraphrase) / (1 + w·count) and the value is the δ's share there,
+    as without them; the residual targets are the same, and the rows still re-solve to the
+    spread's shifts (joint mode)."""
+    with pytest.raises(ValueError, match="paraphrase_keys"):
+        ValueOptConfig(paraphrase_keys=-0.5)
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    base = distinct_subject_facts(4, seed=3)
+    reqs = [
+        replace(r, paraphrases=(f"{W[9]} {r.subject}", f"{r.subject} {W[10]}", "no subject"))
+        for r in base
+    ]
+    cfg = replace(OPT, bf16=False, paraphrase_max=2)
+    plain = optimising(loaded, value_opt=cfg)
+    z = plain.residual_targets(reqs).z
+    lo, hi = loaded.adapter.names
+    without = plain.spread_rows(reqs, z)
+    para = [EditRequest(p, r.target, r.subject) for r in reqs for p in r.paraphrases[:2]]
+    para_keys = (
+        optimising(loaded, value_opt=replace(cfg, paraphrase_max=0))
+        .spread_rows(para, torch.zeros(len(para), 1, z.shape[-1]))[lo]
+        .keys.view(len(reqs), 2, -1)
+    )
+    for w in (1.0, 0.5):
+        editor = optimising(loaded, value_opt=replace(cfg, paraphrase_keys=w))
+        rows = editor.spread_rows(reqs, z)
+        want = (without[lo].keys + w * para_keys.sum(1)) / (1 + 2 * w)
+        torch.testing.assert_close(rows[lo].keys, want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rows[lo].values, without[lo].values, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(rows[hi].keys, without[hi].keys)
+        assert_rows_resolve(editor, reqs)
