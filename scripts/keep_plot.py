@@ -1,9 +1,13 @@
 """Draw what keep prompts and paraphrases sent with an edit do to malmen-opt (rows written
-by scripts/mu_sweep.py, e.g. the fourteenth session's docs/data/keep_paraphrases_val.jsonl):
-one panel per N, one group of bars per metric, one bar per setting.
+by scripts/mu_sweep.py, e.g. the fourteenth session's docs/data/keep_paraphrases_val.jsonl,
+or the sixteenth session's paraphrase-key rows): one panel per N, one group of bars per
+metric, one bar per setting.
 
     python scripts/keep_plot.py docs/data/keep_paraphrases_val.jsonl \\
         docs/img/keep_paraphrases.png
+    python scripts/keep_plot.py docs/data/paraphrase_keys_test.jsonl \\
+        docs/img/paraphrase_keys.png --split test \\
+        --title "malmen-opt: the paraphrases sent in the spread's keys too (w = paraphrase_keys)"
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ def setting(row: dict[str, Any]) -> str:
     parts = ([f"{para.group(1)} paraphrases"] if para else []) + (
         [f"keep {keep.group(1)}"] if keep else []
     )
+    if row.get("paraphrase_keys"):
+        parts.append(f"in the keys, w = {row['paraphrase_keys']:g}")
     return " + ".join(parts) or "shipped (neither)"
 
 
@@ -45,6 +51,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("rows", type=Path)
     p.add_argument("out", type=Path)
+    p.add_argument("--split", default="validation", help="named in each panel's title")
+    p.add_argument(
+        "--title", default="malmen-opt: keep prompts and paraphrases sent with each edit"
+    )
     args = p.parse_args()
     rows = [json.loads(x) for x in args.rows.read_text(encoding="utf-8").splitlines() if x]
     ns = sorted({r["n"] for r in rows})
@@ -60,11 +70,10 @@ def main() -> int:
             ax.bar(xs, [at_n[name].get(m) or 0.0 for m, _ in METRICS], width, label=name)
         ax.set_xticks(range(len(METRICS)), [label for _, label in METRICS])
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"validation, N = {n} simultaneous edits")
+        ax.set_title(f"{args.split}, N = {n} simultaneous edits")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("score")
-    title = "malmen-opt: keep prompts and paraphrases sent with each edit"
-    save_with_legend_below(fig, axes[0][0], args.out, len(order), title, bottom=0.07)
+    save_with_legend_below(fig, axes[0][0], args.out, len(order), args.title, bottom=0.07)
     return 0
 
 

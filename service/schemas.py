@@ -36,8 +36,9 @@ class EditIn(BaseModel):
         examples=[["France's capital city is"]],
         description="the fact in other words, stored with the edit.  The value-optimising "
         "editor optimises each edit for the first value_opt.paraphrase_max (shipped: 4) that "
-        "contain `subject` too; the hyper-network editor edits the first paraphrase_rows "
-        "(default 0) too.  Two to four raise paraphrase accuracy most",
+        "contain `subject` too and keys it on them as well (value_opt.paraphrase_keys); the "
+        "hyper-network editor edits the first paraphrase_rows (default 0) too.  Two to four "
+        "raise paraphrase accuracy most",
     )
     keep: list[str] | None = Field(
         default=None,

@@ -82,6 +82,7 @@ def test_shipped_optimising_editor_changes_three_real_facts_and_restores(
     editor = MalmenEditor.from_checkpoint(SHIPPED_OPTIMISE, loaded)
     assert editor.config.values == "optimise" and not editor.has_hypernet
     assert editor.config.value_opt.paraphrase_max == 4  # paraphrases sent with an edit count
+    assert editor.config.value_opt.paraphrase_keys == 0.5  # ... in its keys too
     facts = [replace(f, subject=s) for f, s in zip(FACTS, SUBJECTS, strict=True)]
     asked = {
         "Q: What is the capital of France? A:": "Rome",

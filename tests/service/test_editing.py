@@ -339,3 +339,42 @@ def test_paraphrase_rows_are_stored_with_their_edit(tmp_path: Path) -> None:
     )
     for n, t in expected.items():
         torch.testing.assert_close(tensors[n], t, rtol=1e-4, atol=1e-6)
+
+
+def test_a_joint_version_keys_each_edit_on_its_stored_paraphrases(tmp_path: Path) -> None:
+    """`value_opt.paraphrase_keys`: the paraphrases stored with an edit join its key at every
+    joint re-spread, so a version built from two batches is the simultaneous edit of all
+    three facts with their paraphrases — not of the bare prompts."""
+    import torch
+
+    from editor_core.apply import new_weights
+    from editor_core.encoding import EditRequest
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import tiny_loaded
+    from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    vo = replace(OPT, bf16=False, paraphrase_max=2, paraphrase_keys=1.0)
+    editor = optimising(loaded, value_opt=vo)
+    backend = EditBackend(loaded, editor, RowStore(tmp_path / "edits"))
+    reqs = [
+        replace(r, paraphrases=(f"So {r.subject}", f"{r.subject} then"))
+        for r in distinct_subject_facts(3, seed=6)
+    ]
+    edits = [
+        {**e, "paraphrases": list(r.paraphrases)}
+        for e, r in zip(_edit_dicts(reqs), reqs, strict=True)
+    ]
+    _, live, _, _ = _add_joint(backend, [], edits[:2])
+    tensors, live, _, _ = _add_joint(backend, live, edits[2:])
+    assert live == ["e0", "e1", "e2"]
+    z = editor.residual_targets(reqs).z
+
+    def weights(requests: list[EditRequest]) -> dict[str, torch.Tensor]:
+        rows = editor.joint_rows(requests, z)
+        return new_weights(loaded.adapter, editor.solve(rows, 3), backend.base_masters)
+
+    for n, t in weights(reqs).items():
+        torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
+    bare = weights([replace(r, paraphrases=()) for r in reqs])  # the same targets, no keys
+    assert any(not torch.allclose(tensors[n], t, rtol=1e-3, atol=1e-5) for n, t in bare.items())
