@@ -85,7 +85,8 @@ class EditorConfig:
     # hyper-network value differences at their own predicting positions, for the same
     # target) join the solve, owned by the edit, so joint mode keeps and withdraws them
     # with it.  0: the edit prompt's rows only (MALMEN).  The value-optimising editor uses
-    # paraphrases in its values' loss instead (`value_opt.paraphrase_max`).
+    # paraphrases in its values' loss (`value_opt.paraphrase_max`) and averages them into
+    # its keys (`value_opt.paraphrase_keys`) instead.
     paraphrase_rows: int = 0
 
     def __post_init__(self) -> None:
