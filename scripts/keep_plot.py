@@ -67,7 +67,8 @@ def main() -> int:
             if name not in at_n:
                 continue
             xs = [i + (k - (len(order) - 1) / 2) * width for i in range(len(METRICS))]
-            ax.bar(xs, [at_n[name].get(m) or 0.0 for m, _ in METRICS], width, label=name)
+            values = [at_n[name].get(m) or 0.0 for m, _ in METRICS]
+            ax.bar(xs, values, width, label=name, color=f"C{k}")  # one colour a setting
         ax.set_xticks(range(len(METRICS)), [label for _, label in METRICS])
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{args.split}, N = {n} simultaneous edits")
