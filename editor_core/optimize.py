@@ -418,13 +418,7 @@ def _residual_at_top(
     """(B, H) the residual after the last edited layer at the chunk's keyed positions, with
     `shifts` applied."""
     block = adapter.blocks()[adapter.layers[-1]]
-    with (
-        torch.no_grad(),
-        shifted(adapter, shifts),
-        _at_block(block, chunk.rows, chunk.pos, None) as seen,
-    ):
-        _run_to_block(adapter.model, chunk.batch)
-    return seen["z"]
+    return _run_keyed(adapter, block, chunk.batch, chunk.rows, chunk.pos, shifts)[0]
 
 
 def _check_upper_tilt(upper_tilt: float) -> None:
@@ -520,12 +514,13 @@ class _Chunk:
         `weight` × a context."""
         n_var = self.batch.input_ids.shape[0] // self.n_facts
         x = x.view(self.n_facts, n_var, self.n_tokens, -1)
-        if also_x is None or self.also is None or weight <= 0:
+        if also_x is None or self.also is None:
             return x.mean(1).flatten(0, 1)
+        also = self.also
         total = x.sum(1).index_add(
-            0, self.also.fact, weight * also_x.view(-1, self.n_tokens, x.shape[-1])
+            0, also.fact, weight * also_x.view(-1, self.n_tokens, x.shape[-1])
         )
-        count = n_var + weight * self.also.count.to(total.dtype)  # (F,)
+        count = n_var + weight * also.count.to(total.dtype)  # (F,)
         return (total / count.view(-1, 1, 1)).flatten(0, 1)
 
 
@@ -556,6 +551,12 @@ class _Also:
     keyed: torch.Tensor  # (A·P,) bool
     fact: torch.Tensor  # (A,) the chunk fact each paraphrase belongs to
     count: torch.Tensor  # (F,) paraphrases per chunk fact
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """(A·P,) the paraphrase row of each slot."""
+        n = self.batch.input_ids.shape[0]
+        return torch.arange(n, device=self.pos.device).repeat_interleave(self.pos.shape[0] // n)
 
 
 def _encode_also(
@@ -774,23 +775,21 @@ def _spread(
     for j, name in enumerate(bar(names, desc="spreading over layers", progress=progress)):
         gaps, ks = [], []
         for i, (c, z_target) in enumerate(zip(chunks, targets, strict=True)):
-            z_now, k_now = _run_keyed(adapter, block, c.batch, c.rows, c.pos, shifts, name)
+            z_now, k_now = _run_keyed(adapter, block, c.batch, c.rows, c.pos, shifts)
             also = c.also if para_weight > 0 else None
             a_gap = a_key = None
             if also is not None:
-                n_tok = c.n_tokens
-                a_rows = torch.arange(also.batch.input_ids.shape[0], device=also.pos.device)
-                a_rows = a_rows.repeat_interleave(n_tok)
-                a_z, a_key = _run_keyed(adapter, block, also.batch, a_rows, also.pos, shifts, name)
+                a_z, a_keys = _run_keyed(adapter, block, also.batch, also.rows, also.pos, shifts)
+                a_key = a_keys[name]
                 a_target = para_targets[i]
                 if a_target is None:  # first layer, no shift yet: the δs themselves
-                    delta = c.per_fact(z_target - z_now).view(c.n_facts, n_tok, -1)
+                    delta = c.per_fact(z_target - z_now).view(c.n_facts, c.n_tokens, -1)
                     keep = also.keyed.unsqueeze(1)
                     a_target = para_targets[i] = a_z + delta[also.fact].flatten(0, 1) * keep
                 a_gap = a_target - a_z
             keyed = c.fact_keyed
             gaps.append(c.per_fact(z_target - z_now, a_gap, para_weight)[keyed])  # (R_c, H)
-            ks.append(c.per_fact(k_now, a_key, para_weight)[keyed])  # (R_c, d_in)
+            ks.append(c.per_fact(k_now[name], a_key, para_weight)[keyed])  # (R_c, d_in)
         keys[name] = torch.cat(ks)
         values[name] = torch.cat(gaps) * shares[j]
         shifts[name] = solve(name, keys[name], values[name])
@@ -804,10 +803,9 @@ def _run_keyed(
     rows: torch.Tensor,
     pos: torch.Tensor,
     shifts: dict[str, torch.Tensor],
-    name: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """With `shifts` applied: the residual after `block` (B, H) and module `name`'s input
-    (B, d_in) at (rows, pos)."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """With `shifts` applied: the residual after `block` (B, H) and every edited module's
+    input (its key, (B, d_in)) at (rows, pos)."""
     with (
         torch.no_grad(),
         shifted(adapter, shifts),
@@ -815,7 +813,7 @@ def _run_keyed(
         _keys_at(adapter, rows, pos) as io,
     ):
         _run_to_block(adapter.model, batch)
-    return seen["z"], io[name]
+    return seen["z"], io
 
 
 def _adam_on_residual(
