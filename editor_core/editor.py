@@ -61,6 +61,14 @@ class EditorConfig:
     # The edit rows' Gram KᵀK grows with N while μ·E[kkᵀ] does not; scaling μ with N keeps
     # their balance (validation, docs/val_optimise.md, seventh session).  None: μ fixed.
     preserve_ref_edits: int | None = None
+    # The top `hold_rank` eigen-directions of the prior's E[k kᵀ] are held: the solve adds
+    # hold_weight·U_r U_rᵀ (U_r: those directions), a weight far above every other term, so
+    # each shift lies (to ~1e-6) in the directions ordinary text uses least — AlphaEdit's
+    # null-space projection (Fang et al., ICLR 2025) as a limit of the prior, which joint
+    # mode's sums and every solve path take unchanged.  0 = off.  Needs `key_prior`; acts
+    # with `preserve` 0 too (then only λ weighs the other directions, as in AlphaEdit).
+    hold_rank: int = 0
+    hold_weight: float = 1e9
     # Subject anchors (anchors.py): per edit that names its subject, this many prompts with
     # the subject replaced by another name join the solve as zero-value rows of weight ν.
     anchors: int = 0
@@ -97,6 +105,12 @@ class EditorConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r}: expected one of {allowed}")
         if self.paraphrase_rows < 0:
             raise ValueError(f"paraphrase_rows {self.paraphrase_rows} must be ≥ 0")
+        if self.hold_rank < 0:
+            raise ValueError(f"hold_rank {self.hold_rank} must be ≥ 0")
+        if self.hold_weight <= 0:
+            raise ValueError(f"hold_weight {self.hold_weight} must be > 0")
+        if self.hold_rank and self.solve_dtype != "float64":
+            raise ValueError("hold_rank needs solve_dtype float64 (the held weight is ~1e9)")
 
 
 @lru_cache(maxsize=1)
@@ -186,9 +200,14 @@ class MalmenEditor:
             self._nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
         self.key_prior: KeyPrior | None = None
-        # E[k kᵀ] per module, built once per `key_prior` (μ scales it per solve: with
-        # `preserve_ref_edits` μ changes with every joint version's edit count)
-        self._prior_cache: tuple[KeyPrior | None, dict[str, torch.Tensor]] = (None, {})
+        # E[k kᵀ] and the held directions' term per module, built once per `key_prior` and
+        # hold setting (μ scales E[k kᵀ] per solve: with `preserve_ref_edits` μ changes with
+        # every joint version's edit count)
+        self._prior_cache: tuple[KeyPrior | None, tuple[int, float], dict[str, Any]] = (
+            None,
+            (0, 0.0),
+            {},
+        )
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -271,14 +290,33 @@ class MalmenEditor:
         return mu * max(1.0, n_edits / ref)
 
     def priors(self, n_edits: int | None = None) -> dict[str, torch.Tensor | None]:
-        """μ·E[k kᵀ] per module when the preservation prior is on, else None each; μ for a
-        solve of `n_edits` facts (`preserve_weight`)."""
-        mu, prior = self.preserve_weight(n_edits), self.key_prior
-        if mu == 0.0 or prior is None:
+        """μ·E[k kᵀ] (+ the held directions' weight, `hold_rank`) per module when the
+        preservation prior is on, else None each; μ for a solve of `n_edits` facts
+        (`preserve_weight`)."""
+        mu, prior, rank = self.preserve_weight(n_edits), self.key_prior, self.config.hold_rank
+        if prior is None or (mu == 0.0 and rank == 0):
             return {n: None for n in self.adapter.names}
-        if self._prior_cache[0] is not prior:
-            self._prior_cache = (prior, {n: prior.matrix(n) for n in self.adapter.names})
-        return {n: mu * m for n, m in self._prior_cache[1].items()}
+        held = (rank, self.config.hold_weight)
+        if self._prior_cache[0] is not prior or self._prior_cache[1] != held:
+            parts = {n: self._prior_parts(prior, n) for n in self.adapter.names}
+            self._prior_cache = (prior, held, parts)
+        parts = self._prior_cache[2]
+        return {n: mu * m if held is None else mu * m + held for n, (m, held) in parts.items()}
+
+    def _prior_parts(self, prior: KeyPrior, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(E[k kᵀ], hold_weight·U_r U_rᵀ or None without `hold_rank`) of one module,
+        (d_in, d_in) each; float64 when holding: next to a weight of 1e9, float32 would
+        lose every other term of the system."""
+        m, rank = prior.matrix(name), self.config.hold_rank
+        if rank == 0:
+            return m, None
+        basis = prior.basis[name]  # (d_in, r_prior), eigenvalues ascending
+        if rank > basis.shape[1]:
+            raise ValueError(
+                f"hold_rank {rank} exceeds the {basis.shape[1]} directions the prior stores"
+            )
+        u = basis[:, basis.shape[1] - rank :].double()  # (d_in, rank): the top directions
+        return m.double(), self.config.hold_weight * (u @ u.T)
 
     def lambdas(self) -> dict[str, float]:
         if self.config.lambda_override is not None:

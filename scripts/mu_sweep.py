@@ -222,6 +222,13 @@ def main() -> int:
         help="keep the checkpoint's prior to its top R directions (KeyPrior.truncated): what "
         "a smaller checkpoint file costs",
     )
+    p.add_argument(
+        "--hold-rank",
+        type=int,
+        default=None,
+        help="hold the prior's top R directions (hold_rank: the shifts lie in the others, "
+        "AlphaEdit's null-space projection); 0 = off; needs --mu's prior",
+    )
     p.add_argument("--device", default="auto", help="auto: CUDA when present, else CPU")
     p.add_argument(
         "--dtype",
@@ -277,6 +284,8 @@ def main() -> int:
         if editor.key_prior is None:
             raise SystemExit(f"{args.editor} has no preservation prior to truncate")
         editor.key_prior = editor.key_prior.truncated(args.prior_rank)
+    if args.hold_rank is not None:
+        editor.config = replace(editor.config, hold_rank=args.hold_rank)
     if args.preserve_ref_edits is not None:
         ref = args.preserve_ref_edits or None
         editor.config = replace(editor.config, preserve_ref_edits=ref)
@@ -347,6 +356,8 @@ def main() -> int:
                 "upper_tilt": cfg.value_opt.upper_tilt,
                 "refine": cfg.value_opt.refine,
                 "paraphrase_keys": cfg.value_opt.paraphrase_keys,
+                "prior_rank": args.prior_rank,
+                "hold_rank": cfg.hold_rank,
             }
             if setting_key(setting) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
@@ -368,7 +379,6 @@ def main() -> int:
             row = {
                 **setting,
                 "mu_effective": editor.preserve_weight(n),
-                "prior_rank": args.prior_rank,
                 **scores,
                 "spread_seconds": spread_s,
             }
@@ -450,15 +460,19 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("upper_tilt", 0.0),
         r.get("refine", 0.0),
         r.get("paraphrase_keys", 0.0),
+        r.get("prior_rank"),
+        r.get("hold_rank", 0),
     )
 
 
 def _targets(r: dict[str, Any]) -> str:
-    """A row's targets and spread: the targets tag, and the tilt and refinement when set."""
+    """A row's targets and spread: the targets tag, and every spread or solve setting set."""
     tilt = f", tilt {r['upper_tilt']:g}" if r.get("upper_tilt") else ""
     refine = f", refine {r['refine']:g}" if r.get("refine") else ""
     pk = f", paraphrase keys {r['paraphrase_keys']:g}" if r.get("paraphrase_keys") else ""
-    return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}"
+    hold = f", hold {r['hold_rank']}" if r.get("hold_rank") else ""
+    rank = f", prior rank {r['prior_rank']}" if r.get("prior_rank") is not None else ""
+    return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}{hold}{rank}"
 
 
 def _anchors(r: dict[str, Any]) -> str:

@@ -742,3 +742,42 @@ def test_paraphrase_keys_average_the_paraphrases_into_each_fact_row() -> None:
         torch.testing.assert_close(rows[lo].values, without[lo].values, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(rows[hi].keys, without[hi].keys)
         assert_rows_resolve(editor, reqs)
+
+
+def test_held_directions_carry_no_change() -> None:
+    """`hold_rank` r: every shift lies outside the prior's top r eigen-directions (the
+    layer's output on a key along them does not move), in the spread's per-layer solves and
+    in joint mode's solve alike; without it the same edit moves them.  It needs a float64
+    solve and no more directions than the prior stores, and acts with μ = 0 too."""
+    with pytest.raises(ValueError, match="float64"):
+        EditorConfig(values="optimise", hold_rank=2)
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = distinct_subject_facts(4, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    moments = {}
+    for m in loaded.adapter.modules:  # distinct eigenvalues: a well-defined top
+        a = torch.randn(m.d_in, m.d_in, generator=gen)
+        moments[m.name] = a @ a.T / m.d_in
+    prior = low_rank_prior(moments, rank=6, tail=True)
+    vo = replace(OPT, bf16=False)
+    kw = {"value_opt": vo, "preserve": 0.5, "solve_dtype": "float64"}
+    free = optimising(loaded, **kw)
+    held = optimising(loaded, hold_rank=3, **kw)
+    free.key_prior = held.key_prior = prior
+    z = free.residual_targets(reqs).z  # targets do not depend on the solve
+    shifts = {e: e.compute_delta(reqs).shifts for e in (free, held)}
+    for name in loaded.adapter.names:
+        top = prior.basis[name][:, -3:].double()  # (d_in, 3)
+        s_free, s_held = shifts[free][name].double(), shifts[held][name].double()
+        assert (top.T @ s_free).norm() > 0.01 * s_free.norm()
+        assert (top.T @ s_held).norm() < 1e-5 * s_held.norm()
+        assert s_held.norm() > 0.1 * s_free.norm()  # the edit is made elsewhere
+    joint = held.solve(held.joint_rows(reqs, z), len(reqs))
+    for name in loaded.adapter.names:
+        torch.testing.assert_close(joint[name], shifts[held][name], rtol=1e-3, atol=1e-6)
+    pure = optimising(loaded, hold_rank=3, **{**kw, "preserve": 0.0})
+    pure.key_prior = prior
+    assert all(p is not None for p in pure.priors(4).values())
+    pure.config = replace(pure.config, hold_rank=7)
+    with pytest.raises(ValueError, match="exceeds the 6 directions"):
+        pure.priors(4)
