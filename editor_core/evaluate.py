@@ -15,11 +15,12 @@ editor with `compute_delta(requests) -> WeightDelta`; joint mode also needs
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import resource
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -118,11 +119,11 @@ class LocalitySet:
 
 
 @torch.no_grad()
-def _argmax_at(
+def _logits_at(
     model: torch.nn.Module, loc: LocalitySet, pad: int, batch_size: int
-) -> list[torch.Tensor]:
+) -> Iterator[torch.Tensor]:
+    """Per prompt, the float logits (k, V) at its k scored positions, on the model's device."""
     device = next(model.parameters()).device
-    out: list[torch.Tensor] = []
     for i in range(0, len(loc), batch_size):
         seqs = [s[:-1] for s in loc.sequences[i : i + batch_size]]
         width = max(len(s) for s in seqs)
@@ -132,10 +133,65 @@ def _argmax_at(
             ids[b, : len(s)] = torch.tensor(s)
             mask[b, : len(s)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        top = logits.float().argmax(-1).cpu()  # (B, W)
         for b, s in enumerate(seqs):
             start = loc.start[i + b]
-            out.append(top[b, start : len(s)])  # positions predicting the continuation
+            yield logits[b, start : len(s)].float()  # positions predicting the continuation
+
+
+def _argmax_at(
+    model: torch.nn.Module, loc: LocalitySet, pad: int, batch_size: int
+) -> list[torch.Tensor]:
+    return [x.argmax(-1).cpu() for x in _logits_at(model, loc, pad, batch_size)]
+
+
+def margins_at(
+    model: torch.nn.Module, tokenizer: Any, loc: LocalitySet, batch_size: int = BATCH_SIZE
+) -> list[torch.Tensor]:
+    """Per prompt, (k,) the model's log-probability margin of its argmax over the runner-up
+    at each scored position (call before editing: how near a tie each kept answer is)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for x in _logits_at(model, loc, pad, batch_size):
+        top2 = x.log_softmax(-1).topk(2, dim=-1).values  # (k, 2)
+        out.append((top2[:, 0] - top2[:, 1]).cpu())
+    return out
+
+
+MARGIN_EDGES = (0.5, 1.0, 2.0, 4.0)  # nats: the bins of `ls_by_margin`
+
+
+def ls_by_margin(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    loc: LocalitySet,
+    margins: Sequence[torch.Tensor],
+    edges: Sequence[float] = MARGIN_EDGES,
+    batch_size: int = BATCH_SIZE,
+) -> list[dict[str, float]]:
+    """LS per bin of the unedited margin (`margins_at`), over scored positions: one dict per
+    bin [edges[i-1], edges[i]) with its bounds, share of positions and agreement — whether
+    what the edit changes were near-ties or answers the model was sure of."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    kept = torch.cat(
+        [
+            (a == b).float()
+            for a, b in zip(_argmax_at(model, loc, pad, batch_size), loc.base, strict=True)
+        ]
+    )
+    m = torch.cat(list(margins))
+    bounds = [0.0, *edges, float("inf")]
+    out = []
+    for lo, hi in itertools.pairwise(bounds):
+        sel = (m >= lo) & (m < hi)
+        n = int(sel.sum())
+        out.append(
+            {
+                "lo": lo,
+                "hi": hi,
+                "share": n / max(1, m.numel()),
+                "ls": float(kept[sel].mean()) if n else float("nan"),
+            }
+        )
     return out
 
 

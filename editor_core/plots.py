@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,22 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def save_with_legend_below(
-    fig: Any, ax: Any, path: Path, ncol: int, title: str | None = None, bottom: float = 0.08
+    fig: Any,
+    ax: Any,
+    path: Path,
+    ncol: int,
+    title: str | None = None,
+    bottom: float = 0.08,
+    order: Sequence[str] | None = None,
 ) -> Path:
-    """Save a figure of several panels with `ax`'s legend once, below them all."""
-    handles, labels = ax.get_legend_handles_labels()
+    """Save a figure of several panels with one legend below them all: `ax`'s entries,
+    then those only other panels have (in `order` when given)."""
+    seen: dict[str, Any] = {}
+    for a in (ax, *fig.axes):
+        for h, label in zip(*a.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, h)
+    labels = [x for x in order if x in seen] if order is not None else list(seen)
+    handles = [seen[x] for x in labels]
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
     if title:
         fig.suptitle(title)

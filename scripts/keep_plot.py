@@ -1,7 +1,7 @@
 """Draw what keep prompts and paraphrases sent with an edit do to malmen-opt (rows written
 by scripts/mu_sweep.py, e.g. the fourteenth session's docs/data/keep_paraphrases_val.jsonl,
-or the sixteenth session's paraphrase-key rows): one panel per N, one group of bars per
-metric, one bar per setting.
+the sixteenth session's paraphrase-key rows, or the seventeenth session's held directions):
+one panel per N, one group of bars per metric, one bar per setting.
 
     python scripts/keep_plot.py docs/data/keep_paraphrases_val.jsonl \\
         docs/img/keep_paraphrases.png
@@ -44,6 +44,8 @@ def setting(row: dict[str, Any]) -> str:
     )
     if row.get("paraphrase_keys"):
         parts.append(f"in the keys, w = {row['paraphrase_keys']:g}")
+    if row.get("hold_rank"):
+        parts.append(f"hold {row['hold_rank']}")
     return " + ".join(parts) or "shipped (neither)"
 
 
@@ -58,7 +60,8 @@ def main() -> int:
     args = p.parse_args()
     rows = [json.loads(x) for x in args.rows.read_text(encoding="utf-8").splitlines() if x]
     ns = sorted({r["n"] for r in rows})
-    order = sorted({setting(r) for r in rows}, key=lambda s: (s != "shipped (neither)", s))
+    rank = {setting(r): r.get("hold_rank") or 0 for r in rows}  # hold 32 before hold 128
+    order = sorted(rank, key=lambda s: (s != "shipped (neither)", rank[s], s))
     fig, axes = plt.subplots(1, len(ns), figsize=(6.5 * len(ns), 4.6), squeeze=False)
     width = 0.8 / len(order)
     for ax, n in zip(axes[0], ns, strict=True):
@@ -74,7 +77,9 @@ def main() -> int:
         ax.set_title(f"{args.split}, N = {n} simultaneous edits")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("score")
-    save_with_legend_below(fig, axes[0][0], args.out, len(order), args.title, bottom=0.07)
+    save_with_legend_below(
+        fig, axes[0][0], args.out, min(len(order), 4), args.title, bottom=0.1, order=order
+    )
     return 0
 
 

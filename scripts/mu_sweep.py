@@ -15,7 +15,8 @@ at the checkpoint's own μ reproduces `factpatch eval`'s row for malmen-opt.
         --n 256 --mu 3000,12000,48000 --out out/mu_sweep
 
 Writes `rows.jsonl` (one line per (N, μ, variant), appended as each finishes; rows already
-there are skipped on a rerun), `table.md` and `frontier.png` (ES against LS by μ) in --out.
+there are skipped on a rerun; `ls_ord_by_margin`: LS_ord per bin of the unedited model's
+margin over its runner-up, `evaluate.ls_by_margin`), `table.md` and `frontier.png` (ES against LS by μ) in --out.
 `--anchors K --anchor-weight ν` adds subject anchors; `--per-fact` turns off subject
 grouping (`value_opt.group_subjects`).
 """
@@ -43,6 +44,8 @@ from editor_core.data.formats import is_question
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
     last_token_sharing,
+    ls_by_margin,
+    margins_at,
     neighbourhood_of,
     paraphrase_requests,
     prepare_locality,
@@ -326,6 +329,7 @@ def main() -> int:
         loaded.tokenizer,
         sample_pool(read_locality(args.locality), MAX_LOCALITY, args.seed),
     )
+    ord_margins = margins_at(loaded.model, loaded.tokenizer, ordinary)  # unedited
     attached = list(dict.fromkeys(p for f in facts for p in f.neighborhood))
     pool = attached or sample_pool(read_locality(args.neighborhood), MAX_LOCALITY, args.seed)
     neighbours = prepare_locality(loaded.model, loaded.tokenizer, pool)
@@ -374,12 +378,14 @@ def main() -> int:
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
                 scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
+                by_margin = ls_by_margin(loaded.model, loaded.tokenizer, ordinary, ord_margins)
             finally:
                 restore(loaded.adapter, base)
             row = {
                 **setting,
                 "mu_effective": editor.preserve_weight(n),
                 **scores,
+                "ls_ord_by_margin": by_margin,
                 "spread_seconds": spread_s,
             }
             log.info("N=%d μ=%g: %s", n, mu, {k: round(row[k], 3) for k in METRICS})

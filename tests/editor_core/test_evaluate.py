@@ -19,6 +19,8 @@ from editor_core.evaluate import (
     knew_answer,
     last_token_sharing,
     locality_scores,
+    ls_by_margin,
+    margins_at,
     prepare_locality,
     same_subject_prompts,
     score_edited,
@@ -91,6 +93,34 @@ def test_locality_parts_are_the_mean_over_their_prompts() -> None:
     assert parts["ls_a"] == per[0]
     assert parts["ls_b"] == pytest.approx(sum(per[1:]) / (len(loc) - 1))
     assert locality_scores(other, tok, loc, parts={"none": []})["ls_none"] is None
+
+
+def test_locality_by_margin_bins_every_scored_position() -> None:
+    """`margins_at`: the unedited log-probability gap between argmax and runner-up at each
+    scored position; `ls_by_margin`: agreement per margin bin — all 1 for the unedited
+    model, and over all bins (weighted by share) the fraction of positions kept."""
+    tok, model = tiny_tokenizer(), tiny_model()
+    loc = prepare_locality(model, tok, LOCALITY, greedy=3)
+    margins = margins_at(model, tok, loc)
+    assert [m.shape for m in margins] == [b.shape for b in loc.base]
+    assert all(bool((m >= 0).all()) for m in margins)
+    seq = loc.sequences[1][:-1]
+    logp = model(input_ids=torch.tensor([seq])).logits[0, loc.start[1] :].log_softmax(-1)
+    top2 = logp.topk(2, dim=-1).values
+    torch.testing.assert_close(margins[1], top2[:, 0] - top2[:, 1])
+    edges = (float(torch.cat(margins).median()),)  # two bins, both filled
+    same = ls_by_margin(model, tok, loc, margins, edges)
+    assert [b["ls"] for b in same] == [1.0, 1.0]
+    assert sum(b["share"] for b in same) == pytest.approx(1.0)
+    other = tiny_model(seed=1)
+    bins = ls_by_margin(other, tok, loc, margins, edges)
+    now = [
+        other(input_ids=torch.tensor([s[:-1]])).logits[0, st:].argmax(-1)
+        for s, st in zip(loc.sequences, loc.start, strict=True)
+    ]
+    kept = torch.cat([(a == b).float() for a, b in zip(now, loc.base, strict=True)]).mean()
+    assert sum(b["share"] * b["ls"] for b in bins) == pytest.approx(float(kept))
+    assert float(kept) < 1.0
 
 
 def test_score_edited_splits_neighbours_by_the_edited_last_token(tiny_dir: Path) -> None:
