@@ -21,7 +21,7 @@ import random
 import resource
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -105,6 +105,8 @@ class LocalitySet:
     start: list[int]  # first scored position (the last prompt token)
     gold: list[list[int] | None]  # gold answer ids, None without an answer
     base: list[torch.Tensor]  # (k,) unedited argmax at the k scored positions
+    # (k,) the unedited model's log-probability margin of that argmax over the runner-up
+    margin: list[torch.Tensor] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -113,7 +115,7 @@ class LocalitySet:
         return LocalitySet(
             *[
                 [getattr(self, f)[i] for i in idx]
-                for f in ("prompts", "sequences", "start", "gold", "base")
+                for f in ("prompts", "sequences", "start", "gold", "base", "margin")
             ]
         )
 
@@ -144,33 +146,23 @@ def _argmax_at(
     return [x.argmax(-1).cpu() for x in _logits_at(model, loc, pad, batch_size)]
 
 
-def margins_at(
-    model: torch.nn.Module, tokenizer: Any, loc: LocalitySet, batch_size: int = BATCH_SIZE
-) -> list[torch.Tensor]:
-    """Per prompt, (k,) the model's log-probability margin of its argmax over the runner-up
-    at each scored position (call before editing: how near a tie each kept answer is)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = []
-    for x in _logits_at(model, loc, pad, batch_size):
-        top2 = x.log_softmax(-1).topk(2, dim=-1).values  # (k, 2)
-        out.append((top2[:, 0] - top2[:, 1]).cpu())
-    return out
-
-
 MARGIN_EDGES = (0.5, 1.0, 2.0, 4.0)  # nats: the bins of `ls_by_margin`
+# An unedited prediction this far (nats) above its runner-up is one the model is sure of:
+# at validation N = 256, 96 % of those kept their token and 63 % of those under 0.5 nats
+# (docs/results.md, seventeenth session), so LS over them separates damage from near-ties.
+SURE_MARGIN = 1.0
 
 
 def ls_by_margin(
     model: torch.nn.Module,
     tokenizer: Any,
     loc: LocalitySet,
-    margins: Sequence[torch.Tensor],
     edges: Sequence[float] = MARGIN_EDGES,
     batch_size: int = BATCH_SIZE,
 ) -> list[dict[str, float]]:
-    """LS per bin of the unedited margin (`margins_at`), over scored positions: one dict per
-    bin [edges[i-1], edges[i]) with its bounds, share of positions and agreement — whether
-    what the edit changes were near-ties or answers the model was sure of."""
+    """LS per bin of the unedited margin (`LocalitySet.margin`), over scored positions: one
+    dict per bin [edges[i-1], edges[i]) with its bounds, share of positions and agreement —
+    whether what the edit changes were near-ties or answers the model was sure of."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     kept = torch.cat(
         [
@@ -178,7 +170,7 @@ def ls_by_margin(
             for a, b in zip(_argmax_at(model, loc, pad, batch_size), loc.base, strict=True)
         ]
     )
-    m = torch.cat(list(margins))
+    m = torch.cat(loc.margin)
     bounds = [0.0, *edges, float("inf")]
     out = []
     for lo, hi in itertools.pairwise(bounds):
@@ -227,7 +219,10 @@ def prepare_locality(
         for i, (p, g) in enumerate(zip(prompt_ids, gold, strict=True))
     ]
     loc = LocalitySet(list(prompts), sequences, [len(p) - 1 for p in prompt_ids], gold, [])
-    loc.base = _argmax_at(model, loc, pad, batch_size)
+    for x in _logits_at(model, loc, pad, batch_size):
+        top2 = x.log_softmax(-1).topk(2, dim=-1)  # (k, 2)
+        loc.base.append(top2.indices[:, 0].cpu())
+        loc.margin.append((top2.values[:, 0] - top2.values[:, 1]).cpu())
     return loc
 
 
@@ -238,11 +233,19 @@ def locality_scores(
     batch_size: int = BATCH_SIZE,
     parts: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, float | None]:
-    """{"ls": agreement with the unedited argmax, "ls_gold": accuracy vs gold answers}, and
+    """{"ls": agreement with the unedited argmax, "ls_gold": accuracy vs gold answers,
+    "ls_sure": agreement over the scored positions where the unedited model was sure
+    (margin ≥ SURE_MARGIN nats over its runner-up), "sure_share": their share}, and
     "ls_<name>" (agreement over those prompts only) for each named part of `loc`."""
     names = [f"ls_{name}" for name in parts or {}]
     if not len(loc):
-        return {"ls": None, "ls_gold": None, **dict.fromkeys(names)}
+        return {
+            "ls": None,
+            "ls_gold": None,
+            "ls_sure": None,
+            "sure_share": None,
+            **dict.fromkeys(names),
+        }
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     now = _argmax_at(model, loc, pad, batch_size)
     ls = [float((a == b).float().mean()) for a, b in zip(now, loc.base, strict=True)]
@@ -251,7 +254,14 @@ def locality_scores(
         for a, g in zip(now, loc.gold, strict=True)
         if g is not None
     ]
-    out = {"ls": _mean(ls), "ls_gold": _mean(gold)}
+    kept = torch.cat([(a == b).float() for a, b in zip(now, loc.base, strict=True)])
+    sure = torch.cat(loc.margin) >= SURE_MARGIN if loc.margin else None
+    out = {
+        "ls": _mean(ls),
+        "ls_gold": _mean(gold),
+        "ls_sure": float(kept[sure].mean()) if sure is not None and bool(sure.any()) else None,
+        "sure_share": float(sure.float().mean()) if sure is not None else None,
+    }
     for name, idx in (parts or {}).items():
         out[f"ls_{name}"] = _mean([ls[i] for i in idx])
     return out
@@ -357,8 +367,12 @@ def score_edited(
         "gs": _mean(token_accuracy(model, tok, para, batch_size)) if para else None,
         "generation": _mean(generation_check(model, tok, reqs, batch_size)),
         "ls_ordinary": ordinary_s["ls"],
+        "ls_ordinary_sure": ordinary_s["ls_sure"],
+        "ordinary_sure_share": ordinary_s["sure_share"],
         "ls_gold_ordinary": ordinary_s["ls_gold"],
         "ls_neighborhood": neighbour_s["ls"],
+        "ls_neighborhood_sure": neighbour_s["ls_sure"],
+        "neighborhood_sure_share": neighbour_s["sure_share"],
         "ls_gold_neighborhood": neighbour_s["ls_gold"],
         "ls_nb_shared_token": neighbour_s["ls_nb_shared_token"],
         "ls_nb_own_token": neighbour_s["ls_nb_own_token"],

@@ -45,7 +45,6 @@ from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
     last_token_sharing,
     ls_by_margin,
-    margins_at,
     neighbourhood_of,
     paraphrase_requests,
     prepare_locality,
@@ -329,7 +328,6 @@ def main() -> int:
         loaded.tokenizer,
         sample_pool(read_locality(args.locality), MAX_LOCALITY, args.seed),
     )
-    ord_margins = margins_at(loaded.model, loaded.tokenizer, ordinary)  # unedited
     attached = list(dict.fromkeys(p for f in facts for p in f.neighborhood))
     pool = attached or sample_pool(read_locality(args.neighborhood), MAX_LOCALITY, args.seed)
     neighbours = prepare_locality(loaded.model, loaded.tokenizer, pool)
@@ -378,7 +376,7 @@ def main() -> int:
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
                 scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
-                by_margin = ls_by_margin(loaded.model, loaded.tokenizer, ordinary, ord_margins)
+                by_margin = ls_by_margin(loaded.model, loaded.tokenizer, ordinary)
             finally:
                 restore(loaded.adapter, base)
             row = {

@@ -378,7 +378,9 @@ _COLUMNS = (
     "gs",
     "generation",
     "ls_ordinary",
+    "ls_ordinary_sure",
     "ls_neighborhood",
+    "ls_neighborhood_sure",
     "ls_nb_shared_token",
     "ls_nb_own_token",
     "ls_nb_known",
@@ -438,7 +440,10 @@ def write_markdown(results: dict[str, Any]) -> str:
             "ends in the same token as an edited subject (where a subject-keyed edit is read) / "
             "on the others. ls_nb_known: LS on the neighbourhood prompts whose gold answer the "
             "unedited model gave (facts about other subjects it knew). ls_same_subject: LS on "
-            "the set's unedited facts about an edited subject (its other relations).",
+            "the set's unedited facts about an edited subject (its other relations). "
+            "ls_ordinary_sure / ls_neighborhood_sure: LS over the scored positions where the "
+            "unedited model was sure of its token (≥ 1 nat above the runner-up; the rest are "
+            "near-ties, which any weight change can flip).",
         ]
         for run_name, history in res["sequential"].items():
             cols = ["edits", "es", "gs", "ls_ordinary", "ls_neighborhood", "es_first_batch"]

@@ -15,12 +15,12 @@ from editor_core.config import ModelSpec
 from editor_core.data.formats import Fact, LocalityPrompt, write_facts, write_locality
 from editor_core.encoding import EditRequest, tokenize_pair
 from editor_core.evaluate import (
+    SURE_MARGIN,
     generation_check,
     knew_answer,
     last_token_sharing,
     locality_scores,
     ls_by_margin,
-    margins_at,
     prepare_locality,
     same_subject_prompts,
     score_edited,
@@ -95,32 +95,41 @@ def test_locality_parts_are_the_mean_over_their_prompts() -> None:
     assert locality_scores(other, tok, loc, parts={"none": []})["ls_none"] is None
 
 
-def test_locality_by_margin_bins_every_scored_position() -> None:
-    """`margins_at`: the unedited log-probability gap between argmax and runner-up at each
-    scored position; `ls_by_margin`: agreement per margin bin — all 1 for the unedited
-    model, and over all bins (weighted by share) the fraction of positions kept."""
+def test_locality_by_margin_bins_every_scored_position(monkeypatch) -> None:
+    """`LocalitySet.margin`: the unedited log-probability gap between argmax and runner-up
+    at each scored position; `ls_by_margin`: agreement per margin bin — all 1 for the
+    unedited model, and over all bins (weighted by share) the fraction of positions kept;
+    `ls_sure`: agreement over the positions at least SURE_MARGIN apart."""
     tok, model = tiny_tokenizer(), tiny_model()
     loc = prepare_locality(model, tok, LOCALITY, greedy=3)
-    margins = margins_at(model, tok, loc)
+    margins = loc.margin
     assert [m.shape for m in margins] == [b.shape for b in loc.base]
     assert all(bool((m >= 0).all()) for m in margins)
     seq = loc.sequences[1][:-1]
     logp = model(input_ids=torch.tensor([seq])).logits[0, loc.start[1] :].log_softmax(-1)
     top2 = logp.topk(2, dim=-1).values
     torch.testing.assert_close(margins[1], top2[:, 0] - top2[:, 1])
+    assert loc.subset([1]).margin == [margins[1]]
     edges = (float(torch.cat(margins).median()),)  # two bins, both filled
-    same = ls_by_margin(model, tok, loc, margins, edges)
+    same = ls_by_margin(model, tok, loc, edges)
     assert [b["ls"] for b in same] == [1.0, 1.0]
     assert sum(b["share"] for b in same) == pytest.approx(1.0)
     other = tiny_model(seed=1)
-    bins = ls_by_margin(other, tok, loc, margins, edges)
+    bins = ls_by_margin(other, tok, loc, edges)
     now = [
         other(input_ids=torch.tensor([s[:-1]])).logits[0, st:].argmax(-1)
         for s, st in zip(loc.sequences, loc.start, strict=True)
     ]
-    kept = torch.cat([(a == b).float() for a, b in zip(now, loc.base, strict=True)]).mean()
-    assert sum(b["share"] * b["ls"] for b in bins) == pytest.approx(float(kept))
-    assert float(kept) < 1.0
+    kept = torch.cat([(a == b).float() for a, b in zip(now, loc.base, strict=True)])
+    assert sum(b["share"] * b["ls"] for b in bins) == pytest.approx(float(kept.mean()))
+    assert float(kept.mean()) < 1.0
+    monkeypatch.setattr("editor_core.evaluate.SURE_MARGIN", edges[0])
+    upper = kept[torch.cat(margins) >= edges[0]].mean()
+    scores = locality_scores(other, tok, loc)
+    assert scores["ls_sure"] == pytest.approx(float(upper)) == pytest.approx(bins[1]["ls"])
+    assert scores["sure_share"] == pytest.approx(bins[1]["share"])
+    assert locality_scores(model, tok, loc)["ls_sure"] == 1.0
+    assert SURE_MARGIN == 1.0
 
 
 def test_score_edited_splits_neighbours_by_the_edited_last_token(tiny_dir: Path) -> None:
@@ -257,7 +266,10 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
         for by_n in sim.values():
             assert set(by_n) == {"1", "4", "16"}
     assert "skipped" in results["facts"]["simultaneous"]["ft"]["16"]  # 12 facts < 16
-    assert results["facts"]["simultaneous"]["none"]["4"]["ls_ordinary"] == 1.0
+    unedited = results["facts"]["simultaneous"]["none"]["4"]
+    assert unedited["ls_ordinary"] == 1.0
+    assert unedited["ls_ordinary_sure"] in (1.0, None)  # None: no sure position in the set
+    assert "ls_ordinary_sure" in (out / "results.md").read_text()
     assert results["facts"]["simultaneous"]["none"]["4"]["n_same_subject"] == 0  # no subjects
     seq = results["facts"]["sequential"]
     assert set(seq) == {"malmen/joint", "malmen/sequential"}
