@@ -63,10 +63,12 @@ class EditorConfig:
     preserve_ref_edits: int | None = None
     # The top `hold_rank` eigen-directions of the prior's E[k kᵀ] are held: the solve adds
     # hold_weight·U_r U_rᵀ (U_r: those directions), a weight far above every other term, so
-    # each shift lies (to ~1e-6) in the directions ordinary text uses least — AlphaEdit's
-    # null-space projection (Fang et al., ICLR 2025) as a limit of the prior, which joint
-    # mode's sums and every solve path take unchanged.  0 = off.  Needs `key_prior`; acts
-    # with `preserve` 0 too (then only λ weighs the other directions, as in AlphaEdit).
+    # each shift lies (to < 1e-5 of its norm) in the directions ordinary text uses least —
+    # AlphaEdit's null-space projection (Fang et al., ICLR 2025) as a limit of the prior,
+    # which joint mode's sums and every solve path take unchanged.  0 = off (measured and
+    # not adopted: docs/val_optimise.md, seventeenth session).  Needs `key_prior` and a
+    # float64 solve; acts with `preserve` 0 too (then only λ weighs the other directions,
+    # as in AlphaEdit).
     hold_rank: int = 0
     hold_weight: float = 1e9
     # Subject anchors (anchors.py): per edit that names its subject, this many prompts with
@@ -296,12 +298,12 @@ class MalmenEditor:
         mu, prior, rank = self.preserve_weight(n_edits), self.key_prior, self.config.hold_rank
         if prior is None or (mu == 0.0 and rank == 0):
             return {n: None for n in self.adapter.names}
-        held = (rank, self.config.hold_weight)
-        if self._prior_cache[0] is not prior or self._prior_cache[1] != held:
+        setting = (rank, self.config.hold_weight)
+        if self._prior_cache[0] is not prior or self._prior_cache[1] != setting:
             parts = {n: self._prior_parts(prior, n) for n in self.adapter.names}
-            self._prior_cache = (prior, held, parts)
+            self._prior_cache = (prior, setting, parts)
         parts = self._prior_cache[2]
-        return {n: mu * m if held is None else mu * m + held for n, (m, held) in parts.items()}
+        return {n: mu * m if h is None else mu * m + h for n, (m, h) in parts.items()}
 
     def _prior_parts(self, prior: KeyPrior, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(E[k kᵀ], hold_weight·U_r U_rᵀ or None without `hold_rank`) of one module,
