@@ -327,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             },
             "editors": list(editors),
+            # every editor, ft and mend included, changes these layers' matrices only
+            "edited_layers": list(loaded.adapter.layers),
             "seed": args.seed,
             "n": _ints(args.n),
             "device": str(next(loaded.model.parameters()).device),
@@ -404,6 +406,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _layers(layers: list[int] | None) -> str:
+    """ "2–10" for a contiguous run, else the list; "–" when unknown (older results)."""
+    if not layers:
+        return "–"
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}–{layers[-1]}" if len(layers) > 1 else str(layers[0])
+    return ", ".join(map(str, layers))
+
+
 def write_markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -413,6 +424,8 @@ def write_markdown(results: dict[str, Any]) -> str:
         f"malmen μ = {meta.get('malmen_preserve')}, η × {meta.get('malmen_eta_scale')}, "
         f"anchors {meta.get('malmen_anchors')} (ν = {meta.get('malmen_anchor_weight')}); "
         f"device {meta['device']}; seed {meta['seed']}",
+        "",
+        f"edited layers (every editor, ft and mend included): {_layers(meta.get('edited_layers'))}",
     ]
     for name in ("facts", "realworld"):
         res = results.get(name)

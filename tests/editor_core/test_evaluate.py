@@ -27,6 +27,7 @@ from editor_core.evaluate import (
 )
 from editor_core.loading import load_model
 from editor_core.metrics import token_accuracy
+from service.commands.eval import _layers
 from tests.tiny import tiny_model, tiny_tokenizer
 
 REQUESTS = [
@@ -269,7 +270,11 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
     unedited = results["facts"]["simultaneous"]["none"]["4"]
     assert unedited["ls_ordinary"] == 1.0
     assert unedited["ls_ordinary_sure"] in (1.0, None)  # None: no sure position in the set
-    assert "ls_ordinary_sure" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "ls_ordinary_sure" in md
+    layers = results["meta"]["edited_layers"]
+    assert layers and f"ft and mend included): {_layers(layers)}" in md
+    assert _layers([2, 3, 4]) == "2–4" and _layers([5]) == "5" and _layers([1, 3]) == "1, 3"
     assert results["facts"]["simultaneous"]["none"]["4"]["n_same_subject"] == 0  # no subjects
     seq = results["facts"]["sequential"]
     assert set(seq) == {"malmen/joint", "malmen/sequential"}
