@@ -146,41 +146,30 @@ def _argmax_at(
     return [x.argmax(-1).cpu() for x in _logits_at(model, loc, pad, batch_size)]
 
 
-MARGIN_EDGES = (0.5, 1.0, 2.0, 4.0)  # nats: the bins of `ls_by_margin`
+MARGIN_EDGES = (0.5, 1.0, 2.0, 4.0)  # nats: the bins `score_edited(margin_edges=…)` reports
 # An unedited prediction this far (nats) above its runner-up is one the model is sure of:
 # at validation N = 256, 96 % of those kept their token and 63 % of those under 0.5 nats
 # (docs/results.md, seventeenth session), so LS over them separates damage from near-ties.
 SURE_MARGIN = 1.0
 
 
-def ls_by_margin(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    loc: LocalitySet,
-    edges: Sequence[float] = MARGIN_EDGES,
-    batch_size: int = BATCH_SIZE,
+def margin_bins(
+    kept: torch.Tensor, margin: torch.Tensor, edges: Sequence[float]
 ) -> list[dict[str, float]]:
-    """LS per bin of the unedited margin (`LocalitySet.margin`), over scored positions: one
-    dict per bin [edges[i-1], edges[i]) with its bounds, share of positions and agreement —
-    whether what the edit changes were near-ties or answers the model was sure of."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    kept = torch.cat(
-        [
-            (a == b).float()
-            for a, b in zip(_argmax_at(model, loc, pad, batch_size), loc.base, strict=True)
-        ]
-    )
-    m = torch.cat(loc.margin)
-    bounds = [0.0, *edges, float("inf")]
+    """LS per bin of the unedited margin over scored positions (`kept`, `margin`: (P,)):
+    one dict per bin [edges[i-1], edges[i]) (0 and ∞ at the ends) with its bounds, share of
+    the positions and agreement (NaN for an empty bin) — whether what an edit changed were
+    near-ties or answers the model was sure of."""
     out = []
-    for lo, hi in itertools.pairwise(bounds):
-        sel = (m >= lo) & (m < hi)
+    for lo, hi in itertools.pairwise([0.0, *edges, float("inf")]):
+        sel = (margin >= lo) & (margin < hi)
         n = int(sel.sum())
+        share = n / max(1, margin.numel())
         out.append(
             {
                 "lo": lo,
                 "hi": hi,
-                "share": n / max(1, m.numel()),
+                "share": share,
                 "ls": float(kept[sel].mean()) if n else float("nan"),
             }
         )
@@ -232,36 +221,39 @@ def locality_scores(
     loc: LocalitySet,
     batch_size: int = BATCH_SIZE,
     parts: Mapping[str, Sequence[int]] | None = None,
-) -> dict[str, float | None]:
+    margin_edges: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """{"ls": agreement with the unedited argmax, "ls_gold": accuracy vs gold answers,
     "ls_sure": agreement over the scored positions where the unedited model was sure
     (margin ≥ SURE_MARGIN nats over its runner-up), "sure_share": their share}, and
-    "ls_<name>" (agreement over those prompts only) for each named part of `loc`."""
+    "ls_<name>" (agreement over those prompts only) for each named part of `loc`; with
+    `margin_edges`, "by_margin": `margin_bins` over them."""
     names = [f"ls_{name}" for name in parts or {}]
     if not len(loc):
-        return {
-            "ls": None,
-            "ls_gold": None,
-            "ls_sure": None,
-            "sure_share": None,
-            **dict.fromkeys(names),
-        }
+        empty = {"ls": None, "ls_gold": None, "ls_sure": None, "sure_share": None}
+        return {**empty, **dict.fromkeys(names), **({"by_margin": []} if margin_edges else {})}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     now = _argmax_at(model, loc, pad, batch_size)
-    ls = [float((a == b).float().mean()) for a, b in zip(now, loc.base, strict=True)]
+    same = [(a == b).float() for a, b in zip(now, loc.base, strict=True)]  # per position
+    ls = [float(x.mean()) for x in same]
     gold = [
         float((a == torch.tensor(g)).float().mean())
         for a, g in zip(now, loc.gold, strict=True)
         if g is not None
     ]
-    kept = torch.cat([(a == b).float() for a, b in zip(now, loc.base, strict=True)])
-    sure = torch.cat(loc.margin) >= SURE_MARGIN if loc.margin else None
-    out = {
+    out: dict[str, Any] = {
         "ls": _mean(ls),
         "ls_gold": _mean(gold),
-        "ls_sure": float(kept[sure].mean()) if sure is not None and bool(sure.any()) else None,
-        "sure_share": float(sure.float().mean()) if sure is not None else None,
+        "ls_sure": None,
+        "sure_share": None,
     }
+    if loc.margin:
+        kept, margin = torch.cat(same), torch.cat(loc.margin)
+        sure = margin_bins(kept, margin, (SURE_MARGIN,))[1]
+        out["sure_share"] = sure["share"]
+        out["ls_sure"] = sure["ls"] if sure["share"] else None
+        if margin_edges is not None:
+            out["by_margin"] = margin_bins(kept, margin, margin_edges)
     for name, idx in (parts or {}).items():
         out[f"ls_{name}"] = _mean([ls[i] for i in idx])
     return out
@@ -339,7 +331,8 @@ def score_edited(
     neighborhood: LocalitySet,
     batch_size: int = BATCH_SIZE,
     same_subject: LocalitySet | None = None,
-) -> dict[str, float | None]:
+    margin_edges: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """All quality metrics of the model as it is now, for the edits `facts`; LS on the
     neighbourhood prompts also split by whether the prompt's subject ends in an edited
     subject's last token (`ls_nb_shared_token`, with `nb_shared_token_share`) or not
@@ -348,10 +341,12 @@ def score_edited(
     with `nb_known_share`): the facts about other subjects the model knew, kept or not —
     LS against the unedited model also counts a changed non-answer ("the capital of" →
     "Helsinki") as a loss.  `same_subject` (prepared from `same_subject_prompts`): LS on the
-    edited subjects' other facts (`ls_same_subject`, with `n_same_subject`)."""
+    edited subjects' other facts (`ls_same_subject`, with `n_same_subject`).  With
+    `margin_edges` (e.g. MARGIN_EDGES), `ls_ord_by_margin`: LS on the ordinary prompts per
+    bin of the unedited margin (`margin_bins`)."""
     model, tok = loaded.model, loaded.tokenizer
     reqs, para = requests_of(facts), paraphrase_requests(facts)
-    ordinary_s = locality_scores(model, tok, ordinary, batch_size)
+    ordinary_s = locality_scores(model, tok, ordinary, batch_size, margin_edges=margin_edges)
     _, shares = last_token_sharing(tok, facts)
     known = [
         (i, shares[p.prompt]) for i, p in enumerate(neighborhood.prompts) if p.prompt in shares
@@ -383,6 +378,7 @@ def score_edited(
             locality_scores(model, tok, same_subject, batch_size)["ls"] if same_subject else None
         ),
         "n_same_subject": len(same_subject) if same_subject is not None else None,
+        **({"ls_ord_by_margin": ordinary_s["by_margin"]} if margin_edges is not None else {}),
     }
 
 

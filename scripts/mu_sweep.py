@@ -16,7 +16,8 @@ at the checkpoint's own μ reproduces `factpatch eval`'s row for malmen-opt.
 
 Writes `rows.jsonl` (one line per (N, μ, variant), appended as each finishes; rows already
 there are skipped on a rerun; `ls_ord_by_margin`: LS_ord per bin of the unedited model's
-margin over its runner-up, `evaluate.ls_by_margin`), `table.md` and `frontier.png` (ES against LS by μ) in --out.
+margin over its runner-up, `evaluate.margin_bins`), `table.md` and `frontier.png` (ES
+against LS by μ) in --out.
 `--anchors K --anchor-weight ν` adds subject anchors; `--per-fact` turns off subject
 grouping (`value_opt.group_subjects`).
 """
@@ -43,8 +44,8 @@ from editor_core.data import read_facts, read_locality
 from editor_core.data.formats import is_question
 from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
+    MARGIN_EDGES,
     last_token_sharing,
-    ls_by_margin,
     neighbourhood_of,
     paraphrase_requests,
     prepare_locality,
@@ -370,20 +371,20 @@ def main() -> int:
                 rows = editor.joint_rows(reqs, z, progress=True)
                 apply_delta(loaded.adapter, editor.solve(rows, len(reqs)), base)
                 spread_s = time.perf_counter() - t0
-                scores = score_edited(loaded, chosen, ordinary, nb, same_subject=same)
+                scores = score_edited(
+                    loaded, chosen, ordinary, nb, same_subject=same, margin_edges=MARGIN_EDGES
+                )
                 es = token_accuracy(loaded.model, loaded.tokenizer, reqs)  # per fact
                 first = es[: args.first]
                 scores[f"es_first_{args.first}"] = sum(first) / len(first)
                 scores.update(gs_by_form(loaded, chosen))
                 scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
-                by_margin = ls_by_margin(loaded.model, loaded.tokenizer, ordinary)
             finally:
                 restore(loaded.adapter, base)
             row = {
                 **setting,
                 "mu_effective": editor.preserve_weight(n),
                 **scores,
-                "ls_ord_by_margin": by_margin,
                 "spread_seconds": spread_s,
             }
             log.info("N=%d μ=%g: %s", n, mu, {k: round(row[k], 3) for k in METRICS})

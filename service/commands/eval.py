@@ -407,7 +407,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _layers(layers: list[int] | None) -> str:
-    """ "2–10" for a contiguous run, else the list; "–" when unknown (older results)."""
+    """The layers as "2–10" when contiguous, else listed; "–" when unknown (older results)."""
     if not layers:
         return "–"
     if layers == list(range(layers[0], layers[-1] + 1)):

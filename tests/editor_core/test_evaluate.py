@@ -20,7 +20,7 @@ from editor_core.evaluate import (
     knew_answer,
     last_token_sharing,
     locality_scores,
-    ls_by_margin,
+    margin_bins,
     prepare_locality,
     same_subject_prompts,
     score_edited,
@@ -98,9 +98,9 @@ def test_locality_parts_are_the_mean_over_their_prompts() -> None:
 
 def test_locality_by_margin_bins_every_scored_position(monkeypatch) -> None:
     """`LocalitySet.margin`: the unedited log-probability gap between argmax and runner-up
-    at each scored position; `ls_by_margin`: agreement per margin bin — all 1 for the
-    unedited model, and over all bins (weighted by share) the fraction of positions kept;
-    `ls_sure`: agreement over the positions at least SURE_MARGIN apart."""
+    at each scored position; `by_margin` (`margin_edges`): agreement per margin bin — all 1
+    for the unedited model, and over all bins (weighted by share) the fraction of positions
+    kept; `ls_sure`: agreement over the positions at least SURE_MARGIN apart."""
     tok, model = tiny_tokenizer(), tiny_model()
     loc = prepare_locality(model, tok, LOCALITY, greedy=3)
     margins = loc.margin
@@ -112,11 +112,11 @@ def test_locality_by_margin_bins_every_scored_position(monkeypatch) -> None:
     torch.testing.assert_close(margins[1], top2[:, 0] - top2[:, 1])
     assert loc.subset([1]).margin == [margins[1]]
     edges = (float(torch.cat(margins).median()),)  # two bins, both filled
-    same = ls_by_margin(model, tok, loc, edges)
+    same = locality_scores(model, tok, loc, margin_edges=edges)["by_margin"]
     assert [b["ls"] for b in same] == [1.0, 1.0]
     assert sum(b["share"] for b in same) == pytest.approx(1.0)
     other = tiny_model(seed=1)
-    bins = ls_by_margin(other, tok, loc, edges)
+    bins = locality_scores(other, tok, loc, margin_edges=edges)["by_margin"]
     now = [
         other(input_ids=torch.tensor([s[:-1]])).logits[0, st:].argmax(-1)
         for s, st in zip(loc.sequences, loc.start, strict=True)
@@ -131,6 +131,14 @@ def test_locality_by_margin_bins_every_scored_position(monkeypatch) -> None:
     assert scores["sure_share"] == pytest.approx(bins[1]["share"])
     assert locality_scores(model, tok, loc)["ls_sure"] == 1.0
     assert SURE_MARGIN == 1.0
+    kept, margin = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0.1, 0.2, 1.5, 3.0])
+    assert [(b["share"], b["ls"]) for b in margin_bins(kept, margin, (0.15, 2.0))] == [
+        (0.25, 1.0),
+        (0.5, 0.5),
+        (0.25, 1.0),
+    ]
+    empty = margin_bins(torch.ones(2), torch.tensor([0.1, 0.2]), (1.0,))[1]
+    assert empty["share"] == 0.0 and empty["ls"] != empty["ls"]  # NaN: no position there
 
 
 def test_score_edited_splits_neighbours_by_the_edited_last_token(tiny_dir: Path) -> None:
@@ -211,6 +219,10 @@ def test_score_edited_keys(tiny_dir: Path) -> None:
     m = score_edited(loaded, facts, ordinary, nb)
     assert m["ls_ordinary"] == 1.0 and m["ls_neighborhood"] == 1.0
     assert set(m) >= {"es", "gs", "generation", "ls_gold_ordinary", "ls_gold_neighborhood"}
+    assert "ls_ord_by_margin" not in m
+    bins = score_edited(loaded, facts, ordinary, nb, margin_edges=(0.5,))["ls_ord_by_margin"]
+    assert [(b["lo"], b["hi"]) for b in bins] == [(0.0, 0.5), (0.5, float("inf"))]
+    assert sum(b["share"] for b in bins) == pytest.approx(1.0)
 
 
 @pytest.fixture
