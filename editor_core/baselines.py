@@ -20,19 +20,20 @@ from editor_core.adapters import ModelAdapter
 from editor_core.editor import MalmenEditor, WeightDelta, target_loss_sum
 from editor_core.encoding import EditRequest, encode_edits, paraphrase_edits
 from editor_core.hooks import grad_from, shifted
+from editor_core.progress import bar
 
 
 class MendEditor:
     def __init__(self, editor: MalmenEditor):
         self.editor = editor
 
-    def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta:
+    def compute_delta(self, requests: Sequence[EditRequest], progress: bool = False) -> WeightDelta:
         ed = self.editor
         cached = ed.cache_edited(requests)
         shifts = {}
         c = ed.config.hyper_chunk
         with torch.no_grad():
-            for name, rows in cached.items():
+            for name, rows in bar(cached.items(), desc="mend", leave=False, progress=progress):
                 d_in, d_out = ed.adapter.shapes()[name]
                 S = torch.zeros(d_in, d_out, device=rows.keys.device)  # (d_in, d_out)
                 for i in range(0, rows.keys.shape[0], c):
@@ -57,7 +58,7 @@ class FTEditor:
         self.tokenizer = tokenizer
         self.config = config or FTConfig()
 
-    def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta:
+    def compute_delta(self, requests: Sequence[EditRequest], progress: bool = False) -> WeightDelta:
         cfg, adapter = self.config, self.adapter
         device = next(adapter.model.parameters()).device
         shifts = {
@@ -71,18 +72,22 @@ class FTEditor:
             for i in range(0, len(requests), cfg.lm_batch_size)
         ]
         n_tokens = sum(sum(b.target_lengths) for b in batches)
-        for _ in range(cfg.steps):
+        steps = bar(range(cfg.steps), desc="ft", unit="step", leave=False, progress=progress)
+        for _ in steps:
             grads = [torch.zeros_like(s) for s in shifts.values()]
+            total = 0.0
             for b in batches:
                 with shifted(adapter, shifts), grad_from(adapter):
                     logits = adapter.model(
                         input_ids=b.input_ids, attention_mask=b.attention_mask
                     ).logits
                     loss = target_loss_sum(logits, b.labels, b.predict_mask) / n_tokens
+                total += float(loss)
                 for acc, g in zip(
                     grads, torch.autograd.grad(loss, list(shifts.values())), strict=True
                 ):
                     acc += g
+            steps.set_postfix(nll=f"{total:.3f}")
             for s, g in zip(shifts.values(), grads, strict=True):
                 s.grad = g
             opt.step()

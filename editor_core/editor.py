@@ -585,6 +585,8 @@ class MalmenEditor:
             for n, r in rows.items()
         }
 
-    def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta:
-        rows = self.compute_rows(requests)
+    def compute_delta(self, requests: Sequence[EditRequest], progress: bool = False) -> WeightDelta:
+        """The weight change that applies `requests` at once; `progress`: bars over the value
+        optimisation and the spread (the value-optimising editor's slow steps)."""
+        rows = self.compute_rows(requests, progress)
         return WeightDelta(shifts=self.solve(rows, len(requests)), rows=rows)

@@ -9,7 +9,7 @@ base model's own greedy continuation (`GREEDY_TOKENS` tokens).  `prepare_localit
 the unedited model once; the edited model is then compared against that record.
 
 The harness functions (`run_simultaneous`, `run_sequential`, `run_tradeoff`) take any
-editor with `compute_delta(requests) -> WeightDelta`; joint mode also needs
+editor with `compute_delta(requests, progress) -> WeightDelta`; joint mode also needs
 `compute_rows` / `lambdas` (MalmenEditor).
 """
 
@@ -46,7 +46,9 @@ BATCH_SIZE = 32
 
 
 class Editor(Protocol):
-    def compute_delta(self, requests: Sequence[EditRequest]) -> WeightDelta: ...
+    def compute_delta(
+        self, requests: Sequence[EditRequest], progress: bool = False
+    ) -> WeightDelta: ...
 
 
 # -- greedy decoding ----------------------------------------------------------------------
@@ -393,15 +395,19 @@ def knew_answer(loc: LocalitySet) -> list[int]:
 
 
 def timed_delta(
-    editor: Editor, requests: Sequence[EditRequest], device: torch.device
+    editor: Editor,
+    requests: Sequence[EditRequest],
+    device: torch.device,
+    progress: bool = False,
 ) -> tuple[WeightDelta, dict[str, float]]:
-    """Compute a delta, with its wall time and peak memory (RSS; CUDA allocator on GPU)."""
+    """Compute a delta, with its wall time and peak memory (RSS; CUDA allocator on GPU);
+    `progress`: the editor's own progress bars (value optimisation, fine-tuning steps)."""
     rss0 = peak_rss_mb()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    delta = editor.compute_delta(requests)
+    delta = editor.compute_delta(requests, progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     cost = {
@@ -422,12 +428,13 @@ def evaluate_edit(
     neighborhood: LocalitySet,
     batch_size: int = BATCH_SIZE,
     same_subject: LocalitySet | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Apply all `facts` at once, score, restore the base weights (bit-exact)."""
     masters = snapshot(loaded.adapter)
     device = next(loaded.model.parameters()).device
     try:
-        delta, cost = timed_delta(editor, requests_of(facts), device)
+        delta, cost = timed_delta(editor, requests_of(facts), device, progress)
         apply_delta(loaded.adapter, delta, masters)
         return {
             "n": len(facts),

@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.data.formats import Fact
@@ -31,6 +30,7 @@ from editor_core.evaluate import (
 from editor_core.joint import EditLedger, split_rows
 from editor_core.loading import LoadedModel
 from editor_core.metrics import token_accuracy
+from editor_core.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,14 @@ def run_simultaneous(
     neighborhood: LocalitySet,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+    progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """{editor: {str(N): metrics}} with N edits applied at once (same facts per N)."""
+    """{editor: {str(N): metrics}} with N edits applied at once (same facts per N);
+    `progress`: a bar over the runs and each editor's own bars inside them."""
     out: dict[str, dict[str, Any]] = {name: {} for name in editors}
     jobs = [(name, n) for n in ns for name in editors]
     same: dict[int, LocalitySet] = {}  # per N: the edited subjects' other facts
-    for name, n in tqdm(jobs, desc="simultaneous", unit="run"):
+    for name, n in bar(jobs, desc="simultaneous", unit="run", progress=progress):
         chosen = sample_facts(facts, n, seed)
         if chosen is None:
             msg = f"N={n} exceeds the {len(facts)} facts available"
@@ -61,7 +63,7 @@ def run_simultaneous(
             prompts = same_subject_prompts(facts, chosen)
             same[n] = prepare_locality(loaded.model, loaded.tokenizer, prompts)
         out[name][str(n)] = evaluate_edit(
-            loaded, editors[name], chosen, ordinary, nb, batch_size, same[n]
+            loaded, editors[name], chosen, ordinary, nb, batch_size, same[n], progress
         )
     return out
 
@@ -79,6 +81,7 @@ def run_sequential(
     batch_size: int = BATCH_SIZE,
     full_every: int = 1,
     score_at: Sequence[int] | None = None,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Batches of edits applied one after another; metrics after each batch.
 
@@ -96,7 +99,8 @@ def run_sequential(
 
     `score_at`: the batches (1-based) after which anything is scored (default: every one;
     the last always).  A re-spreading editor's weights after batch t depend only on the
-    edits so far, so it spreads only at those batches.
+    edits so far, so it spreads only at those batches.  `progress`: a bar over the batches
+    and the editor's own bars inside each.
     """
     if mode not in ("joint", "sequential"):
         raise ValueError(f"unknown sequential mode {mode!r}")
@@ -114,7 +118,8 @@ def run_sequential(
     device = next(loaded.model.parameters()).device
     history: list[dict[str, Any]] = []
     try:
-        for t, facts_t in enumerate(tqdm(batches, desc=f"sequential/{mode}", unit="batch")):
+        steps = bar(batches, desc=f"sequential/{mode}", unit="batch", progress=progress)
+        for t, facts_t in enumerate(steps):
             reqs = requests_of(facts_t, chosen)  # keep: what the whole run leaves alone
             last = t + 1 == len(batches)
             scored = last or score_at is None or t + 1 in score_at
@@ -124,21 +129,21 @@ def run_sequential(
                 live_reqs.extend(reqs)
                 live_ids.extend(ids)
                 # clamped for a solve of every live edit (ValueOptConfig.clamp_for)
-                found = editor.residual_targets(reqs, n_edits=len(live_reqs))
+                found = editor.residual_targets(reqs, progress, n_edits=len(live_reqs))
                 live_z.extend(found.z.cpu())
                 live_with.extend(editor.target_groups(reqs, ids))
                 live_clamp.extend([found.clamp] * len(reqs))
                 if scored:
                     z, live_with, _ = editor.refresh_targets(
-                        live_reqs, live_ids, live_z, live_with, clamps=live_clamp
+                        live_reqs, live_ids, live_z, live_with, progress, clamps=live_clamp
                     )
                     live_clamp = [editor.target_clamp(len(live_reqs))] * len(live_reqs)
                     live_z = list(z)  # subjects edited across batches: one δ each
-                    rows = editor.joint_rows(live_reqs, z)
+                    rows = editor.joint_rows(live_reqs, z, progress)
                     apply_delta(loaded.adapter, editor.solve(rows, len(live_reqs)), base)
             elif mode == "joint":
                 restore(loaded.adapter, base)  # rows against the base weights
-                rows = editor.compute_rows(reqs)
+                rows = editor.compute_rows(reqs, progress)
                 for i, r in enumerate(split_rows(rows, len(reqs))):
                     ledger.add(facts_t[i].id, facts_t[i].prompt, r)
                 apply_delta(
@@ -149,7 +154,7 @@ def run_sequential(
                     base,
                 )
             else:
-                delta, _ = timed_delta(editor, reqs, device)
+                delta, _ = timed_delta(editor, reqs, device, progress)
                 apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
             if not scored:
                 continue
@@ -185,6 +190,7 @@ def run_tradeoff(
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
     preserves: Sequence[float] = (),
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """ES/GS/LS at N edits along three edit-time axes, one knob at a time:
     the η scale (λ and μ from the editor), λ (η × 1, μ from the editor) and the weight μ of
@@ -199,10 +205,10 @@ def run_tradeoff(
     grid += [("lambda", None, lam, None) for lam in lambdas]
     grid += [("preserve", None, None, mu) for mu in preserves]
     out = []
-    for knob, eta, lam, mu in tqdm(grid, desc="trade-off", unit="setting"):
+    for knob, eta, lam, mu in bar(grid, desc="trade-off", unit="setting", progress=progress):
         editor = make_editor(eta, lam) if mu is None else make_editor(eta, lam, mu)
         config = getattr(editor, "config", None)
-        metrics = evaluate_edit(loaded, editor, chosen, ordinary, nb, batch_size)
+        metrics = evaluate_edit(loaded, editor, chosen, ordinary, nb, batch_size, progress=progress)
         out.append(
             {
                 "knob": knob,

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["lambda_override"] = args.lam
     editor = MalmenEditor.from_checkpoint(args.editor, loaded, **overrides)
     requests = read_requests(args.facts)
-    delta = editor.compute_delta(requests)
+    delta = editor.compute_delta(requests, progress=True)  # minutes with malmen-opt on a CPU
     apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
     args.out.mkdir(parents=True, exist_ok=True)
     loaded.model.save_pretrained(args.out, safe_serialization=True)

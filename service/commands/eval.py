@@ -201,7 +201,7 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
 class NoEdit:
     """The unedited model, as an editor: the reference row of every table."""
 
-    def compute_delta(self, requests: Any) -> Any:
+    def compute_delta(self, requests: Any, progress: bool = False) -> Any:
         from editor_core.editor import WeightDelta
 
         return WeightDelta(shifts={})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from editor_core.baselines import FTConfig, FTEditor, MendEditor
@@ -72,3 +73,19 @@ def test_baselines_use_paraphrases_as_asked() -> None:
         .compute_delta(spelled)
         .shifts[loaded.adapter.names[0]],
     )
+
+
+def test_baselines_report_progress_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    """`factpatch eval` asks every editor for its own bars: ft's Adam steps (with the target
+    NLL) can take an hour at N = 256; a service call asks for none."""
+    loaded = tiny_loaded()
+    ft = FTEditor(loaded.adapter, loaded.tokenizer, FTConfig(steps=3))
+    quiet = ft.compute_delta(facts(2))
+    assert capsys.readouterr().err == ""
+    loud = ft.compute_delta(facts(2), progress=True)
+    err = capsys.readouterr().err
+    assert "ft:" in err and "/3 [" in err and "nll=" in err  # steps, with the loss
+    for name in loaded.adapter.names:
+        torch.testing.assert_close(quiet.shifts[name], loud.shifts[name])
+    MendEditor(editor_for(loaded)).compute_delta(facts(2), progress=True)
+    assert "mend" in capsys.readouterr().err
