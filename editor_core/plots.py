@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +61,33 @@ def save_with_legend_below(
     return path
 
 
-def plot_vs_n(simultaneous: dict[str, dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Each metric against the number of simultaneous edits (log2 axis), one line per editor."""
+def plot_vs_n(
+    simultaneous: dict[str, dict[str, Any]],
+    path: Path,
+    title: str = "",
+    targets: Mapping[int, Mapping[str, float]] | None = None,
+) -> Path:
+    """Each metric against the number of simultaneous edits (log2 axis), one line per editor;
+    `targets` ({N: {metric: least value}}) are drawn as black bars."""
     fig, axes = _grid(len(METRICS))
     for ax, metric in zip(axes, METRICS, strict=True):
         for editor, by_n in simultaneous.items():
             pts = sorted((int(n), m[metric]) for n, m in by_n.items() if m.get(metric) is not None)
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=editor)
+        goals = sorted((n, t[metric]) for n, t in (targets or {}).items() if metric in t)
+        if goals:
+            ax.scatter(*zip(*goals, strict=True), marker="_", s=300, c="black", label="target")
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("edits N")
         ax.set_title(LABELS[metric])
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    return _save(fig, path)
+    lines = len(simultaneous) + bool(targets)
+    rows = -(-lines // 4)  # legend rows below the panels, four entries each
+    fig.set_size_inches(fig.get_figwidth(), 3.0 + 0.25 * rows)
+    return save_with_legend_below(
+        fig, axes[0], path, ncol=min(lines, 4), title=title or None, bottom=0.07 * rows + 0.02
+    )
 
 
 def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> Path:

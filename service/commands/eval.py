@@ -357,6 +357,7 @@ def run(args: argparse.Namespace) -> int:
 
 def write_report(results: dict[str, Any], out: Path) -> str:
     """PNG plots per set and results.md in `out`; returns the markdown."""
+    from editor_core.evaluate import TARGETS
     from editor_core.plots import plot_sequential, plot_tradeoff, plot_vs_n
 
     out.mkdir(parents=True, exist_ok=True)
@@ -364,7 +365,7 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         res = results.get(name)
         if res is None:
             continue
-        plot_vs_n(res["simultaneous"], out / f"{name}_vs_n.png", title=name)
+        plot_vs_n(res["simultaneous"], out / f"{name}_vs_n.png", title=name, targets=TARGETS)
         if res["sequential"]:
             plot_sequential(res["sequential"], out / f"{name}_sequential.png")
         if res["tradeoff"]:
@@ -415,6 +416,40 @@ def _layers(layers: list[int] | None) -> str:
     return ", ".join(map(str, layers))
 
 
+def _mark(value: float | None, target: float, met: bool) -> str:
+    """ "0.958 ✓", or "0.786 ✗ (≥ 0.80)" for a missed target."""
+    return f"{_cell(value)} ✓" if met else f"{_cell(value)} ✗ (≥ {target:.2f})"
+
+
+def _target_lines(res: dict[str, Any]) -> list[str]:
+    """The simultaneous runs at a targeted N, each metric marked met or missed, and each
+    sequential run's first-batch ES after the targeted batch; [] when none was run."""
+    from editor_core.evaluate import SEQUENTIAL_TARGET, TARGETS, against_targets
+
+    cols = list(next(iter(TARGETS.values())))
+    rows = []
+    for editor, by_n in res["simultaneous"].items():
+        for n, m in by_n.items():
+            checks = {} if "skipped" in m else against_targets(m, int(n))
+            if checks:
+                rows.append([editor, n] + [_mark(*checks[c]) for c in cols])
+    batches, least = SEQUENTIAL_TARGET
+    seq = []
+    for run_name, history in res["sequential"].items():
+        after = next((h for h in history if h.get("batch") == batches), None)
+        if after is not None:
+            es = after["es_first_batch"]
+            seq.append(f"- {run_name}: {_mark(es, least, es >= least)}")
+    if not rows and not seq:
+        return []
+    lines = ["", "### Against the targets", ""]
+    if rows:
+        lines += _table(["editor", "N", *cols], rows)
+    if seq:
+        lines += ["", f"The first batch's ES after batch {batches} (target ≥ {least}):", *seq]
+    return lines
+
+
 def write_markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -458,6 +493,7 @@ def write_markdown(results: dict[str, Any]) -> str:
             "unedited model was sure of its token (≥ 1 nat above the runner-up; the rest are "
             "near-ties, which any weight change can flip).",
         ]
+        lines += _target_lines(res)
         for run_name, history in res["sequential"].items():
             cols = ["edits", "es", "gs", "ls_ordinary", "ls_neighborhood", "es_first_batch"]
             lines += ["", f"### sequential: {run_name}", ""]

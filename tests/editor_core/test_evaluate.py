@@ -308,6 +308,26 @@ def test_eval_end_to_end_writes_results(eval_args: argparse.Namespace) -> None:
     md = (out / "results.md").read_text()
     assert "N simultaneous edits" in md and "| malmen |" in md and "| malmen-ridge |" in md
     assert "| preserve |" in md and "ls_same_subject" in md
+    targets = md.split("### Against the targets")[1].split("###")[0]
+    row = next(x for x in targets.splitlines() if x.startswith("| malmen | 16 |"))
+    assert row.count("✓") + row.count("✗") == 5  # ES, GS, both LS, generation
+    assert "| malmen | 4 |" not in targets  # no target row at N = 4
+
+
+def test_against_targets_marks_each_metric_at_targeted_n_only() -> None:
+    from editor_core.evaluate import TARGETS, against_targets
+    from service.commands.eval import _mark
+
+    m = {"es": 0.958, "gs": 0.786, "ls_ordinary": 0.90, "ls_neighborhood": None}
+    checks = against_targets(m, 256)
+    assert set(checks) == set(TARGETS[256])
+    assert checks["es"] == (0.958, 0.95, True)
+    assert checks["gs"] == (0.786, 0.80, False)
+    assert checks["ls_ordinary"][2]  # exactly at the target is met
+    assert not checks["ls_neighborhood"][2] and not checks["generation"][2]  # not measured
+    assert against_targets(m, 64) == {}
+    assert _mark(*checks["es"]) == "0.958 ✓"
+    assert _mark(*checks["gs"]) == "0.786 ✗ (≥ 0.80)"
 
 
 def test_with_overrides_sets_preserve_and_leaves_the_rest() -> None:
