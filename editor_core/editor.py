@@ -24,7 +24,13 @@ import torch.nn.functional as F
 from editor_core.adapters import ModelAdapter
 from editor_core.anchors import AnchorNames, anchor_requests
 from editor_core.checkpoint import CheckpointError, load_editor_state
-from editor_core.encoding import EditRequest, KeyPosition, encode_edits, paraphrase_edits
+from editor_core.encoding import (
+    EditRequest,
+    KeyMask,
+    KeyPosition,
+    encode_edits,
+    paraphrase_edits,
+)
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
 from editor_core.optimize import (
@@ -79,6 +85,12 @@ class EditorConfig:
     # "same_last_word" (another first word + the subject's last word: the anchor's key sits
     # at the edit's own keyed token when key_position is "subject").
     anchor_names: AnchorNames = "other"
+    # Template pins: every prompt token of an edit that names its subject, except the
+    # subject's own tokens, joins the solve as a zero-value row of weight pin_weight, owned
+    # by the edit — the relation's words ("The capital of", "is") that every neighbour
+    # prompt shares word for word are asked not to move, so a subject-keyed edit acts
+    # through its subject.  0 = off.
+    pin_weight: float = 0.0
     # Where edits are keyed: "predict" (MALMEN: the positions predicting the target) or
     # "subject" (the subject's last token; needs requests that name their subject).
     key_position: KeyPosition = "predict"
@@ -107,6 +119,14 @@ class EditorConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r}: expected one of {allowed}")
         if self.paraphrase_rows < 0:
             raise ValueError(f"paraphrase_rows {self.paraphrase_rows} must be ≥ 0")
+        if self.pin_weight < 0:
+            raise ValueError(f"pin_weight {self.pin_weight} must be ≥ 0")
+        if self.pin_weight > 0 and self.values != "optimise" and self.key_position != "subject":
+            raise ValueError(
+                "pin_weight needs a subject-keyed editor (values 'optimise' or key_position "
+                "'subject'): this one is keyed where the prompt predicts its target, a token "
+                "the pins would hold still"
+            )
         if self.hold_rank < 0:
             raise ValueError(f"hold_rank {self.hold_rank} must be ≥ 0")
         if self.hold_weight <= 0:
@@ -382,32 +402,33 @@ class MalmenEditor:
         return torch.cat(out) * self.config.eta_scale
 
     def anchor_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
-        """Zero-value rows from the subject anchors of `requests` (keys scaled by √ν), owned
-        by the edit they anchor; empty (0 rows) when anchors are off or no request names a
+        """Zero-value rows owned by the edit they belong to: its subject anchors (keys
+        scaled by √ν) and its template pins (every prompt token but the subject's, keys
+        scaled by √pin_weight); empty (0 rows) when both are off or no request names a
         subject found in its prompt."""
         cfg = self.config
         anchors, owners = anchor_requests(requests, cfg.anchors, cfg.anchor_names)
-        out: dict[str, EditRows] = {}
         keys: dict[str, list[torch.Tensor]] = {n: [] for n in self.adapter.names}
         owner_parts: list[torch.Tensor] = []
+        sources: list[tuple[Sequence[EditRequest], list[int], KeyMask, float]] = []
         if anchors:
-            index = torch.tensor(owners, dtype=torch.long, device=self.device)
+            sources.append((anchors, owners, cfg.key_position, cfg.anchor_weight))
+        if cfg.pin_weight > 0:
+            sources.append((requests, list(range(len(requests))), "template", cfg.pin_weight))
+        for reqs, own, where, weight in sources:
+            index = torch.tensor(own, dtype=torch.long, device=self.device)
+            scale = math.sqrt(weight)
             batches = iter_keys(
-                self.adapter,
-                self.tokenizer,
-                anchors,
-                cfg.lm_batch_size,
-                cfg.max_length,
-                cfg.key_position,
+                self.adapter, self.tokenizer, reqs, cfg.lm_batch_size, cfg.max_length, where
             )
             for owner, k in batches:
                 owner_parts.append(index[owner])
                 for n in keys:
-                    keys[n].append(k[n])
-        scale = math.sqrt(cfg.anchor_weight)
+                    keys[n].append(k[n] * scale)
+        out: dict[str, EditRows] = {}
         for m in self.adapter.modules:
             if owner_parts:
-                k_all = torch.cat(keys[m.name]) * scale  # (n_a, d_in)
+                k_all = torch.cat(keys[m.name])  # (n_a, d_in)
                 owner_all = torch.cat(owner_parts)
             else:
                 k_all = torch.zeros(0, m.d_in, device=self.device)

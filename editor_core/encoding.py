@@ -31,6 +31,9 @@ IGNORE = -100
 #              "predict".  scripts/key_geometry.py measures why: subject-token keys separate
 #              a fact's paraphrases from its neighbours far better than prompt-final keys.
 KeyPosition = Literal["predict", "subject"]
+# Positions to read keys at: an edit's (KeyPosition), or "template" — every prompt token
+# except the subject's, where a subject-keyed edit must not act (EditorConfig.pin_weight).
+KeyMask = Literal["predict", "subject", "template"]
 
 
 _SPACE = re.compile(r"\s+")
@@ -193,12 +196,13 @@ def encode_edits(
     tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[EditRequest],
     max_length: int | None = None,
-    key_position: KeyPosition = "predict",
+    key_position: KeyMask = "predict",
     subject_token: int = -1,
 ) -> EditBatch:
     """Tokenise edit pairs into one right-padded batch with shifted labels (and, with
     key_position "subject", a key mask at one token of each subject: `subject_token` −1 its
-    last, −2 the one before, as in `subject_token_index`)."""
+    last, −2 the one before, as in `subject_token_index`; with "template", at every prompt
+    token but the subject's — none for a request whose subject is not in its prompt)."""
     if not requests:
         raise ValueError("no edit requests")
     rows: list[tuple[list[int], list[int]]] = []
@@ -232,6 +236,16 @@ def encode_edits(
                 key_mask[b] = False
                 key_mask[b, i] = True
         batch.key_mask = key_mask
+    elif key_position == "template":
+        key_mask = torch.zeros_like(batch.predict_mask)
+        for b, r in enumerate(requests):
+            subject = subject_token_indices(tokenizer, r.prompt, r.subject)
+            if subject:
+                key_mask[b, : len(rows[b][0])] = True
+                key_mask[b, subject] = False
+        batch.key_mask = key_mask
     elif key_position != "predict":
-        raise ValueError(f"key_position must be 'predict' or 'subject', not {key_position!r}")
+        raise ValueError(
+            f"key_position must be 'predict', 'subject' or 'template', not {key_position!r}"
+        )
     return batch

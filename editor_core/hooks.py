@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from editor_core.adapters import ModelAdapter
-from editor_core.encoding import EditRequest, KeyPosition, encode_edits
+from editor_core.encoding import EditRequest, KeyMask, encode_edits
 
 
 def _first_input(args: tuple) -> torch.Tensor:
@@ -104,18 +104,26 @@ def cache_keys_and_outputs(adapter: ModelAdapter, mask: torch.Tensor) -> Iterato
 
 
 @contextmanager
-def shifted(adapter: ModelAdapter, shifts: dict[str, torch.Tensor]) -> Iterator[None]:
+def shifted(
+    adapter: ModelAdapter,
+    shifts: dict[str, torch.Tensor],
+    positions: torch.Tensor | None = None,
+) -> Iterator[None]:
     """Forward as if `W_rows += S` for each module in `shifts`, without writing weights.
 
     The module output gets `u @ S` added (fp32 product, cast back), which is exactly what
     the weight update does for a linear map; `S` may require grad (meta-training).
+    `positions` ((L,) or (B, L), 0/1): the change acts at those tokens only — a diagnostic
+    of where an edit reaches a prompt (scripts/leak_positions.py); None = every token.
     """
     handles = []
 
     def make_hook(shift: torch.Tensor):
         def hook(_m: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            u = _first_input(args)
-            return output + (u.float() @ shift).to(output.dtype)  # (B, L, d_out)
+            add = _first_input(args).float() @ shift  # (B, L, d_out)
+            if positions is not None:
+                add = add * positions.reshape(-1, add.shape[1], 1).to(add)
+            return output + add.to(output.dtype)
 
         return hook
 
@@ -135,13 +143,14 @@ def iter_keys(
     requests: Sequence[EditRequest],
     batch_size: int = 32,
     max_length: int | None = None,
-    key_position: KeyPosition = "predict",
+    key_position: KeyMask = "predict",
     all_positions: bool = False,
 ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Forward passes (no grad) over edit pairs, yielding per mini-batch `(owner, keys)`:
     owner (n_b,) the request index of each row and keys {module: (n_b, d_in) float32} at the positions that predict the
     continuation — the rows an edit of that pair would be keyed on (with `key_position`
-    "subject": at the subject's last token); `all_positions`: every real token instead."""
+    "subject": at the subject's last token; "template": every prompt token but the
+    subject's); `all_positions`: every real token instead."""
     model = adapter.model
     device = next(model.parameters()).device
     keys: dict[str, torch.Tensor] = {}

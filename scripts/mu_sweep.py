@@ -232,6 +232,13 @@ def main() -> int:
         help="hold the prior's top R directions (hold_rank: the shifts lie in the others, "
         "AlphaEdit's null-space projection); 0 = off; needs --mu's prior",
     )
+    p.add_argument(
+        "--pin-weight",
+        type=float,
+        default=None,
+        help="template pins (pin_weight): every prompt token of an edit but its subject's "
+        "joins each solve as a zero-value row of this weight; 0 = off",
+    )
     p.add_argument("--device", default="auto", help="auto: CUDA when present, else CPU")
     p.add_argument(
         "--dtype",
@@ -289,6 +296,8 @@ def main() -> int:
         editor.key_prior = editor.key_prior.truncated(args.prior_rank)
     if args.hold_rank is not None:
         editor.config = replace(editor.config, hold_rank=args.hold_rank)
+    if args.pin_weight is not None:
+        editor.config = replace(editor.config, pin_weight=args.pin_weight)
     if args.preserve_ref_edits is not None:
         ref = args.preserve_ref_edits or None
         editor.config = replace(editor.config, preserve_ref_edits=ref)
@@ -361,6 +370,7 @@ def main() -> int:
                 "paraphrase_keys": cfg.value_opt.paraphrase_keys,
                 "prior_rank": args.prior_rank,
                 "hold_rank": cfg.hold_rank,
+                "pin_weight": cfg.pin_weight,
             }
             if setting_key(setting) in done:
                 log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
@@ -467,6 +477,7 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("paraphrase_keys", 0.0),
         r.get("prior_rank"),
         r.get("hold_rank", 0),
+        r.get("pin_weight", 0.0),
     )
 
 
@@ -476,6 +487,7 @@ def _targets(r: dict[str, Any]) -> str:
     refine = f", refine {r['refine']:g}" if r.get("refine") else ""
     pk = f", paraphrase keys {r['paraphrase_keys']:g}" if r.get("paraphrase_keys") else ""
     hold = f", hold {r['hold_rank']}" if r.get("hold_rank") else ""
+    hold += f", pins {r['pin_weight']:g}" if r.get("pin_weight") else ""
     rank = f", prior rank {r['prior_rank']}" if r.get("prior_rank") is not None else ""
     return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}{hold}{rank}"
 

@@ -48,3 +48,30 @@ def test_grad_from_tracks_only_from_the_lowest_edited_module() -> None:
     (g,) = torch.autograd.grad(logits.sum(), list(S.values()))
     assert g.abs().sum() > 0
     assert hook_count(loaded.model) == 0
+
+
+def test_shifted_at_some_positions_acts_there_only() -> None:
+    """`positions`: the change is made at the marked tokens and nowhere else — all ones is
+    the whole shift, all zeros none, and a token marked alone leaves every earlier position
+    as it was (causal) while moving its own."""
+    loaded = tiny_loaded()
+    model = loaded.model
+    g = torch.Generator().manual_seed(1)
+    shifts = {n: 0.5 * torch.randn(s, generator=g) for n, s in loaded.adapter.shapes().items()}
+    ids = torch.randint(5, 50, (1, 8), generator=g)
+    with torch.no_grad():
+        base = model(input_ids=ids).logits
+        with shifted(loaded.adapter, shifts):
+            full = model(input_ids=ids).logits
+        ones, zeros, at5 = torch.ones(8), torch.zeros(8), torch.zeros(8)
+        at5[5] = 1
+        with shifted(loaded.adapter, shifts, ones):
+            torch.testing.assert_close(model(input_ids=ids).logits, full)
+        with shifted(loaded.adapter, shifts, zeros):
+            torch.testing.assert_close(model(input_ids=ids).logits, base)
+        with shifted(loaded.adapter, shifts, at5):
+            part = model(input_ids=ids).logits
+    torch.testing.assert_close(part[0, :5], base[0, :5])
+    assert (part[0, 5] - base[0, 5]).abs().max() > 1e-3
+    assert (part[0, 6:] - full[0, 6:]).abs().max() > 1e-4  # later tokens see only part of it
+    assert hook_count(model) == 0

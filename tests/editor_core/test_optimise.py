@@ -781,3 +781,44 @@ def test_held_directions_carry_no_change() -> None:
     pure.config = replace(pure.config, hold_rank=7)
     with pytest.raises(ValueError, match="exceeds the 6 directions"):
         pure.priors(4)
+
+
+def test_template_pins_hold_the_relation_words_still() -> None:
+    """pin_weight: each edit's prompt tokens other than its subject's join every solve as
+    zero-value rows (owned by the edit, keys scaled by √weight), so the relation's words
+    move less while the edit is still made at the subject."""
+    from editor_core.encoding import encode_edits, subject_token_indices
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    tok = loaded.tokenizer
+    reqs = distinct_subject_facts(3, seed=6)
+    reqs[1] = replace(reqs[1], subject=None)  # no subject: no pins for this one
+    batch = encode_edits(tok, reqs, key_position="template")
+    for b, r in enumerate(reqs):
+        n_prompt = len(tok(r.prompt, add_special_tokens=True)["input_ids"])
+        subject = subject_token_indices(tok, r.prompt, r.subject)
+        want = [i for i in range(n_prompt) if i not in subject] if subject else []
+        assert batch.key_mask is not None and batch.key_mask[b].nonzero()[:, 0].tolist() == want
+    vo = replace(OPT, bf16=False)
+    plain, pinned = (
+        optimising(loaded, value_opt=vo),
+        optimising(loaded, value_opt=vo, pin_weight=4.0),
+    )
+    pins, one = (
+        pinned.anchor_rows(reqs),
+        optimising(loaded, value_opt=vo, pin_weight=1.0).anchor_rows(reqs),
+    )
+    lo = loaded.adapter.names[0]
+    counts = torch.bincount(pins[lo].owner, minlength=len(reqs)).tolist()
+    assert counts == [int(m.sum()) for m in batch.key_mask] and counts[1] == 0
+    assert (pins[lo].values == 0).all()
+    torch.testing.assert_close(pins[lo].keys, 2 * one[lo].keys)  # √4
+    z = plain.residual_targets([reqs[0], reqs[2]]).z
+    kept = [reqs[0], reqs[2]]
+    free, held = plain.solve(plain.joint_rows(kept, z)), pinned.solve(pinned.joint_rows(kept, z))
+    k_pin = pinned.anchor_rows(kept)
+    for n in loaded.adapter.names:
+        k = k_pin[n].keys
+        assert (k @ held[n]).norm() < 0.5 * (k @ free[n]).norm(), n
+    with pytest.raises(ValueError, match="subject-keyed"):
+        EditorConfig(pin_weight=1.0)  # the hyper-network editor keys where it predicts
