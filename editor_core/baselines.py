@@ -75,19 +75,20 @@ class FTEditor:
         steps = bar(range(cfg.steps), desc="ft", unit="step", leave=False, progress=progress)
         for _ in steps:
             grads = [torch.zeros_like(s) for s in shifts.values()]
-            total = 0.0
+            total = torch.zeros(())
             for b in batches:
                 with shifted(adapter, shifts), grad_from(adapter):
                     logits = adapter.model(
                         input_ids=b.input_ids, attention_mask=b.attention_mask
                     ).logits
                     loss = target_loss_sum(logits, b.labels, b.predict_mask) / n_tokens
-                total += float(loss)
+                total = total + loss.detach().cpu() if progress else total
                 for acc, g in zip(
                     grads, torch.autograd.grad(loss, list(shifts.values())), strict=True
                 ):
                     acc += g
-            steps.set_postfix(nll=f"{total:.3f}")
+            if progress:  # the only read of the loss: no device sync per batch otherwise
+                steps.set_postfix(nll=f"{float(total):.3f}")
             for s, g in zip(shifts.values(), grads, strict=True):
                 s.grad = g
             opt.step()
