@@ -111,6 +111,12 @@ class EditorConfig:
     # its keys (`value_opt.paraphrase_keys`) instead.
     paraphrase_rows: int = 0
 
+    @property
+    def keys_on_subject(self) -> bool:
+        """Whether edits are read at their subject (values "optimise" or key_position
+        "subject"): an edit that names no subject then falls back to its last token."""
+        return self.values == "optimise" or self.key_position == "subject"
+
     def __post_init__(self) -> None:
         # a setting with a fixed set of values (from FACTPATCH_EDITOR_CONFIG, a checkpoint's
         # config.json) is checked here, not where an edit first reads it
@@ -121,7 +127,7 @@ class EditorConfig:
             raise ValueError(f"paraphrase_rows {self.paraphrase_rows} must be ≥ 0")
         if self.pin_weight < 0:
             raise ValueError(f"pin_weight {self.pin_weight} must be ≥ 0")
-        if self.pin_weight > 0 and self.values != "optimise" and self.key_position != "subject":
+        if self.pin_weight > 0 and not self.keys_on_subject:
             raise ValueError(
                 "pin_weight needs a subject-keyed editor (values 'optimise' or key_position "
                 "'subject'): this one is keyed where the prompt predicts its target, a token "

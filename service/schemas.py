@@ -27,7 +27,9 @@ class EditIn(BaseModel):
         default=None,
         max_length=_TEXT_CEILING,
         examples=["France"],
-        description="the entity the fact is about, as written in the prompt; with it the "
+        description="the entity the fact is about, as written in the prompt.  An editor that "
+        "keys edits on the subject (malmen-opt) finds it in the prompt and paraphrases when "
+        "it is left out (the job's results name the one used); with it the hyper-network "
         "editor holds the same question about other subjects still (subject anchors)",
     )
     paraphrases: list[str] | None = Field(
@@ -73,6 +75,12 @@ class EditResult(BaseModel):
     target: str
     generated: str
     success: bool
+    subject: str | None = Field(
+        default=None,
+        description="the subject the edit was keyed on: as sent or, for an editor that keys "
+        "edits on the subject (malmen-opt), found in the prompt and paraphrases when none was "
+        "sent; null when there was none",
+    )
 
 
 class JobOut(BaseModel):

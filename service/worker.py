@@ -280,6 +280,7 @@ class Worker:
                     "target": e.target,
                     "generated": last.text,
                     "success": ok,
+                    "subject": e.subject,
                 }
         finally:
             install(self.adapter, self.base_tensors)

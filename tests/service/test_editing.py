@@ -378,3 +378,35 @@ def test_a_joint_version_keys_each_edit_on_its_stored_paraphrases(tmp_path: Path
         torch.testing.assert_close(tensors[n], t, rtol=1e-3, atol=1e-5)
     bare = weights([replace(r, paraphrases=()) for r in reqs])  # the same targets, no keys
     assert any(not torch.allclose(tensors[n], t, rtol=1e-3, atol=1e-5) for n, t in bare.items())
+
+
+def test_an_edit_without_a_subject_is_keyed_on_the_one_its_prompt_names(tmp_path: Path) -> None:
+    """A subject-keyed editor finds the subject of an edit that names none
+    (`editor_core.subjects.infer_subject`): its stored edit and rows are those of the same
+    edit sent with that subject.  The hyper-network editor, keyed where the prompt predicts
+    its target, keeps what was sent."""
+    import torch
+
+    from service.editing import EditBackend, RowStore
+    from tests.editor_core.test_editor import editor_for, tiny_loaded
+    from tests.editor_core.test_optimise import distinct_subject_facts, optimising
+
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs = [
+        replace(r, prompt=r.prompt.replace(r.subject or "", name), subject=name)
+        for r, name in zip(
+            distinct_subject_facts(2, seed=3), ("Velistland", "Orriovia Bank"), strict=True
+        )
+    ]
+    sent = _edit_dicts(reqs)
+    bare = [{**e, "subject": ""} for e in sent]
+    backend = EditBackend(loaded, optimising(loaded), RowStore(tmp_path / "opt"))
+    found, named = backend.compute(bare), backend.compute(sent)
+    assert [e.subject for e in found] == [r.subject for r in reqs]
+    for a, b in zip(found, named, strict=True):
+        assert a.residual_target is not None and b.residual_target is not None
+        torch.testing.assert_close(a.residual_target, b.residual_target)
+        for name, rows in a.rows.items():
+            torch.testing.assert_close(rows.keys, b.rows[name].keys)
+    hyper = EditBackend(loaded, editor_for(loaded), RowStore(tmp_path / "hyper"))
+    assert [e.subject for e in hyper.compute(bare)] == [None, None]

@@ -43,6 +43,8 @@ def test_edit_coalesce_pin_withdraw_rollback(client: httpx.Client, serve: Proc, 
     assert j1["status"] == j2["status"] == "applied"
     assert j1["version"] == j2["version"] == 1
     assert j1["results"][0]["success"] and j2["results"][0]["success"], (j1, j2)
+    # the hyper-network editor keys where the prompt predicts: no subject is looked for
+    assert (j1["results"][0]["subject"], j2["results"][0]["subject"]) == ("France", None)
     versions = client.get("/versions").json()
     assert versions["current"] == 1
     v1 = versions["versions"][-1]
