@@ -29,7 +29,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["infer_subject"]
+__all__ = ["MAX_WORDS", "infer_subject"]
+
+MAX_WORDS = 12  # the longest stretch a paraphrase vote looks at (bounds the work on long prompts)
 
 _WORD = re.compile(r"\S+")
 _EDGE = ".,;:!?\"'()[]{}«»“”‘’"
@@ -132,7 +134,7 @@ def _shared_stretch(prompt: str, words: list[_Word], others: Sequence[str]) -> _
     of function words at both ends."""
     best: _Span | None = None
     for i in range(len(words)):
-        for j in range(len(words), i, -1):
+        for j in range(min(len(words), i + MAX_WORDS), i, -1):
             run = words[i:j]
             if run[0].text.lower() in _FUNCTION or run[-1].text.lower() in _FUNCTION:
                 continue
@@ -151,7 +153,7 @@ def _by_paraphrases(prompt: str, words: list[_Word], others: Sequence[str]) -> _
     found: _Span | None = None
     for run in _name_runs(words):
         for a in range(len(run)):
-            for b in range(a + 1, len(run) + 1):
+            for b in range(a + 1, min(len(run), a + MAX_WORDS) + 1):
                 if not (_is_name_word(run[a]) and _is_name_word(run[b - 1])):
                     continue
                 span = _span(prompt, run[a:b])
