@@ -25,11 +25,16 @@ nearly every fact (`scripts/subject_inference.py`; numbers in docs/results.md).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["MAX_WORDS", "infer_subject"]
+from editor_core.encoding import EditRequest
+
+__all__ = ["MAX_WORDS", "infer_subject", "with_subjects"]
+
+log = logging.getLogger(__name__)
 
 MAX_WORDS = 12  # the longest stretch a paraphrase vote looks at (bounds the work on long prompts)
 
@@ -183,3 +188,25 @@ def infer_subject(prompt: str, paraphrases: Sequence[str] = ()) -> str | None:
     if not spans:
         return None
     return max(spans, key=lambda s: (len(s.text), s.start)).text
+
+
+def with_subjects(requests: Sequence[EditRequest]) -> list[EditRequest]:
+    """`requests`, each that names no subject given the one `infer_subject` finds in its
+    prompt and paraphrases (still None where there is none: a warning says how many).  For
+    subject-keyed editors (`EditorConfig.keys_on_subject`); the others read no subject."""
+    out = []
+    for r in requests:
+        if not r.subject:
+            r = replace(r, subject=infer_subject(r.prompt, r.paraphrases))
+            log.info("an edit of %r names no subject; keyed on %r", r.prompt[:60], r.subject)
+        out.append(r)
+    bare = sum(r.subject is None for r in out)
+    if bare:
+        log.warning(
+            "%d of %d edits name no subject and none was found in their prompts: a "
+            "subject-keyed editor reads them at the prompt's last token, where they land far "
+            "less often (docs/results.md); send `subject` with each edit",
+            bare,
+            len(out),
+        )
+    return out

@@ -170,32 +170,15 @@ class EditBackend:
     def editor_sha256(self) -> str | None:
         return getattr(self.editor, "checkpoint_sha256", None)
 
-    def _subjects(self, edits: list[dict[str, Any]]) -> list[str | None]:
-        """Each edit's subject: as sent, or — for an editor that keys edits on the subject —
-        found in its prompt (and paraphrases) when the client named none
-        (`editor_core.subjects.infer_subject`); the stored edit keeps the one used."""
-        from editor_core.subjects import infer_subject
+    def _keyed(self, requests: list[Any]) -> list[Any]:
+        """For an editor that keys edits on the subject: each edit that names none gets the
+        one found in its prompt and paraphrases (`editor_core.subjects.with_subjects`); the
+        stored edit keeps the one used."""
+        from editor_core.subjects import with_subjects
 
-        sent = [e.get("subject") or None for e in edits]
         if not getattr(self.editor.config, "keys_on_subject", False):
-            return sent
-        out: list[str | None] = []
-        for e, subject in zip(edits, sent, strict=True):
-            if subject is None:
-                subject = infer_subject(e["prompt"], e.get("paraphrases") or ())
-                log.info("edit %s names no subject; keyed on %r", e["edit_id"], subject)
-            out.append(subject)
-        bare = out.count(None)
-        if bare:
-            log.warning(
-                "%d of %d edits name no subject and none was found in their prompts: this "
-                "editor keys edits on the subject, so they fall back to the prompt's last "
-                "token and land far less often (docs/results.md); send `subject` with each "
-                "edit",
-                bare,
-                len(edits),
-            )
-        return out
+            return requests
+        return with_subjects(requests)
 
     def compute(self, edits: list[dict[str, Any]], n_live: int | None = None) -> list[StoredEdit]:
         """Rows of every new edit in ONE editor batch, against the weights now in the model;
@@ -204,17 +187,18 @@ class EditBackend:
         from editor_core.encoding import EditRequest
         from editor_core.joint import split_rows
 
-        subjects = self._subjects(edits)
-        requests = [
-            EditRequest(
-                e["prompt"],
-                e["target"],
-                subject,
-                e.get("keep") or (),
-                e.get("paraphrases") or (),
-            )
-            for e, subject in zip(edits, subjects, strict=True)
-        ]
+        requests = self._keyed(
+            [
+                EditRequest(
+                    e["prompt"],
+                    e["target"],
+                    e.get("subject") or None,
+                    e.get("keep") or (),
+                    e.get("paraphrases") or (),
+                )
+                for e in edits
+            ]
+        )
         targets: list[torch.Tensor | None] = [None] * len(requests)
         groups: list[tuple[str, ...] | None] = [None] * len(requests)
         clamp = None

@@ -17,7 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct", help="default model or HF dir")
     p.add_argument("--editor", type=Path, required=True, help="editor checkpoint directory")
     p.add_argument(
-        "--facts", type=Path, required=True, help='JSONL {"prompt", "target", "subject"?}'
+        "--facts",
+        type=Path,
+        required=True,
+        help='JSONL {"prompt", "target", "subject"?, "paraphrases"?, "keep"?}; a subject-keyed '
+        "editor finds a missing subject in the prompt",
     )
     p.add_argument("--out", type=Path, required=True, help="output model directory")
     p.add_argument("--layers", default=None, help="edited layers (must match the editor)")
@@ -38,9 +42,21 @@ def read_requests(path: Path) -> list:
         obj = json.loads(line)
         if not isinstance(obj, dict) or not obj.get("prompt") or not obj.get("target"):
             raise ValueError(f"{path}:{n}: each line needs non-empty 'prompt' and 'target'")
+        lists = {}
+        for name in ("paraphrases", "keep"):
+            value = obj.get(name) or []
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ValueError(f"{path}:{n}: '{name}' must be a list of strings")
+            lists[name] = tuple(value)
         subject = obj.get("subject")
         out.append(
-            EditRequest(str(obj["prompt"]), str(obj["target"]), str(subject) if subject else None)
+            EditRequest(
+                str(obj["prompt"]),
+                str(obj["target"]),
+                str(subject) if subject else None,
+                lists["keep"],
+                lists["paraphrases"],
+            )
         )
     return out
 
@@ -62,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["lambda_override"] = args.lam
     editor = MalmenEditor.from_checkpoint(args.editor, loaded, **overrides)
     requests = read_requests(args.facts)
+    if editor.config.keys_on_subject:
+        from editor_core.subjects import with_subjects
+
+        requests = with_subjects(requests)
     delta = editor.compute_delta(requests, progress=True)  # minutes with malmen-opt on a CPU
     apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
     args.out.mkdir(parents=True, exist_ok=True)

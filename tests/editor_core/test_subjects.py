@@ -58,3 +58,18 @@ def test_paraphrase_votes_beat_the_longer_name() -> None:
     prompt = "Anna Maria Lindqvist of Nordbank works with"
     assert infer_subject(prompt) == "Anna Maria Lindqvist of Nordbank"
     assert infer_subject(prompt, ["Nordbank employs", "Who works at Nordbank?"]) == "Nordbank"
+
+
+def test_with_subjects_fills_only_what_is_missing(caplog) -> None:
+    from editor_core.encoding import EditRequest
+    from editor_core.subjects import with_subjects
+
+    reqs = [
+        EditRequest("The capital of France is", "Rome"),
+        EditRequest("The capital of France is", "Rome", subject="France"),
+        EditRequest("the river city is", "paris"),
+    ]
+    out = with_subjects(reqs)
+    assert [r.subject for r in out] == ["France", "France", None]
+    assert out[1] is reqs[1] and [r.prompt for r in out] == [r.prompt for r in reqs]
+    assert "1 of 3 edits name no subject" in caplog.text
