@@ -82,7 +82,8 @@ class FTEditor:
                         input_ids=b.input_ids, attention_mask=b.attention_mask
                     ).logits
                     loss = target_loss_sum(logits, b.labels, b.predict_mask) / n_tokens
-                total = total + loss.detach().cpu() if progress else total
+                if progress:
+                    total = total + loss.detach()
                 for acc, g in zip(
                     grads, torch.autograd.grad(loss, list(shifts.values())), strict=True
                 ):

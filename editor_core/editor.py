@@ -42,6 +42,7 @@ from editor_core.optimize import (
 )
 from editor_core.preserve import KeyPrior
 from editor_core.solve import ridge_solve
+from editor_core.subjects import with_subjects
 
 ValueMode = Literal["hypernet", "optimise"]
 
@@ -406,6 +407,14 @@ class MalmenEditor:
             for i in range(0, cached.keys.shape[0], c)
         ]
         return torch.cat(out) * self.config.eta_scale
+
+    def with_subjects(self, requests: Sequence[EditRequest]) -> list[EditRequest]:
+        """`requests` as this editor reads them: a subject-keyed editor gives each that names
+        no subject the one its prompt (and paraphrases) name (`subjects.with_subjects`);
+        the others read no subject and get them unchanged."""
+        if not self.config.keys_on_subject:
+            return list(requests)
+        return with_subjects(requests)
 
     def anchor_rows(self, requests: Sequence[EditRequest]) -> dict[str, EditRows]:
         """Zero-value rows owned by the edit they belong to: its subject anchors (keys

@@ -64,7 +64,6 @@ class _Span:
     start: int  # character offsets in the prompt
     end: int
     text: str
-    n_words: int
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def _name_runs(words: list[_Word]) -> list[list[_Word]]:
 
 
 def _span(prompt: str, run: Sequence[_Word]) -> _Span:
-    return _Span(run[0].start, run[-1].end, prompt[run[0].start : run[-1].end], len(run))
+    return _Span(run[0].start, run[-1].end, prompt[run[0].start : run[-1].end])
 
 
 def _contains(text: str, part: str) -> bool:

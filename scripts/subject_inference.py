@@ -5,10 +5,10 @@ A subject-keyed editor reads an edit at its subject's last token in the prompt a
 paraphrase sent (`encoding.subject_token_indices`), and optimises one residual change per
 subject (`value_opt.group_subjects`), so what counts is whether the inferred subject ends at
 the same token as the true one everywhere, and whether it groups the same facts; where
-both hold, the edit is the one its true subject gives.  An exact match is reported too.  Each fact is inferred
-from its prompt alone and from its prompt with the paraphrases a client would send (the
-fact's `edit_paraphrases`, else its `paraphrases`, at most `--paraphrases`).  Tokenizer
-only: seconds.
+both hold, the edit is the one its true subject gives.  An exact match is reported too.
+Each fact is inferred from its prompt alone and from its prompt with the paraphrases a
+client would send (the fact's `edit_paraphrases`, else its `paraphrases`, at most
+`--paraphrases`).  Tokenizer only: seconds.
 
     python scripts/subject_inference.py --facts data/facts/val.jsonl --realworld
 """

@@ -170,16 +170,6 @@ class EditBackend:
     def editor_sha256(self) -> str | None:
         return getattr(self.editor, "checkpoint_sha256", None)
 
-    def _keyed(self, requests: list[Any]) -> list[Any]:
-        """For an editor that keys edits on the subject: each edit that names none gets the
-        one found in its prompt and paraphrases (`editor_core.subjects.with_subjects`); the
-        stored edit keeps the one used."""
-        from editor_core.subjects import with_subjects
-
-        if not getattr(self.editor.config, "keys_on_subject", False):
-            return requests
-        return with_subjects(requests)
-
     def compute(self, edits: list[dict[str, Any]], n_live: int | None = None) -> list[StoredEdit]:
         """Rows of every new edit in ONE editor batch, against the weights now in the model;
         `n_live`: the live edits of the joint solve they go into, these included (default:
@@ -187,7 +177,9 @@ class EditBackend:
         from editor_core.encoding import EditRequest
         from editor_core.joint import split_rows
 
-        requests = self._keyed(
+        # an edit without a subject is keyed on the one its prompt names (subject-keyed
+        # editors); the stored edit keeps it, so every joint version reads it the same way
+        requests = self.editor.with_subjects(
             [
                 EditRequest(
                     e["prompt"],

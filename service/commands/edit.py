@@ -77,11 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lam is not None:
         overrides["lambda_override"] = args.lam
     editor = MalmenEditor.from_checkpoint(args.editor, loaded, **overrides)
-    requests = read_requests(args.facts)
-    if editor.config.keys_on_subject:
-        from editor_core.subjects import with_subjects
-
-        requests = with_subjects(requests)
+    requests = editor.with_subjects(read_requests(args.facts))
     delta = editor.compute_delta(requests, progress=True)  # minutes with malmen-opt on a CPU
     apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
     args.out.mkdir(parents=True, exist_ok=True)
