@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from editor_core.apply import apply_delta, restore, snapshot
@@ -532,4 +533,72 @@ def sample_facts(facts: Sequence[Fact], n: int, seed: int) -> list[Fact] | None:
     """n facts drawn without replacement, or None when the set is smaller than n."""
     if n > len(facts):
         return None
-    return random.Random(seed * 100_003 + n).sample(list(facts), n)
+    return [facts[i] for i in _first_draw(len(facts), n, seed)]
+
+
+def _first_draw(size: int, n: int, seed: int) -> list[int]:
+    return random.Random(seed * 100_003 + n).sample(range(size), n)
+
+
+def sample_draws(facts: Sequence[Fact], n: int, seed: int, draws: int) -> list[list[Fact]]:
+    """Up to `draws` disjoint sets of n facts — independent repeats of an N-edit
+    measurement.  The first is `sample_facts(facts, n, seed)` (a one-draw run scores the
+    facts it always has), the others come from the rest of the set; fewer than `draws`
+    when the set holds fewer than draws·n facts, [] when it holds fewer than n."""
+    if n > len(facts) or draws < 1:
+        return []
+    first = _first_draw(len(facts), n, seed)
+    taken = set(first)
+    rest = [i for i in range(len(facts)) if i not in taken]
+    more = min(draws - 1, len(rest) // n)
+    picked = random.Random(f"draws/{seed}/{n}").sample(rest, more * n)
+    chunks = [first] + [picked[k * n : (k + 1) * n] for k in range(more)]
+    return [[facts[i] for i in chunk] for chunk in chunks]
+
+
+# The metrics whose spread over draws is reported (`summarise_draws`).
+SPREAD_METRICS = (
+    "es",
+    "gs",
+    "generation",
+    "ls_ordinary",
+    "ls_ordinary_sure",
+    "ls_neighborhood",
+    "ls_neighborhood_sure",
+)
+BOOTSTRAP_RESAMPLES = 10_000
+MIN_DRAWS_FOR_CI = 5  # a bootstrap over fewer draws understates the spread
+
+
+def summarise_draws(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One N-edit result from the results of independent draws: each numeric field's mean
+    over the draws that measured it (peak memory: the largest; a field every draw gives
+    the same value, such as "n", keeps it), "n_draws", and with two or
+    more draws "draws" (every draw's result) and "spread": per metric of SPREAD_METRICS,
+    the standard deviation over draws ("sd") and, from MIN_DRAWS_FOR_CI draws, a 95 %
+    percentile-bootstrap interval for the mean ("ci95": resampling whole draws, so it
+    holds the variation between sets of facts as well as within them)."""
+    if len(rows) == 1:
+        return {**rows[0], "n_draws": 1}
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for r in rows for k in r):
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if not values or isinstance(values[0], bool):
+            continue
+        if all(v == values[0] for v in values):
+            out[key] = values[0]  # e.g. "n"
+        else:
+            out[key] = max(values) if "peak" in key else sum(values) / len(values)
+    spread: dict[str, dict[str, Any]] = {}
+    rng = np.random.default_rng(0)
+    for metric in SPREAD_METRICS:
+        measured = np.array([r[metric] for r in rows if r.get(metric) is not None], dtype=float)
+        if len(measured) < 2:
+            continue
+        entry: dict[str, Any] = {"sd": float(measured.std(ddof=1)), "draws": len(measured)}
+        if len(measured) >= MIN_DRAWS_FOR_CI:
+            picks = rng.integers(0, len(measured), size=(BOOTSTRAP_RESAMPLES, len(measured)))
+            means = measured[picks].mean(axis=1)
+            entry["ci95"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+        spread[metric] = entry
+    return {**out, "n_draws": len(rows), "spread": spread, "draws": list(rows)}

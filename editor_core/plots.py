@@ -74,7 +74,8 @@ def plot_vs_n(
         for editor, by_n in simultaneous.items():
             pts = sorted((int(n), m[metric]) for n, m in by_n.items() if m.get(metric) is not None)
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=editor)
+                line = ax.plot(*zip(*pts, strict=True), marker="o", label=editor)[0]
+                _interval_bars(ax, by_n, metric, line.get_color())
         goals = sorted((n, t[metric]) for n, t in (targets or {}).items() if metric in t)
         if goals:
             ax.scatter(*zip(*goals, strict=True), marker="_", s=300, c="black", label="target")
@@ -88,6 +89,22 @@ def plot_vs_n(
     return save_with_legend_below(
         fig, axes[0], path, ncol=min(lines, 4), title=title or None, bottom=0.07 * rows + 0.02
     )
+
+
+def _interval_bars(ax: Any, by_n: dict[str, Any], metric: str, color: str) -> None:
+    """The 95 % interval of each mean over draws (`summarise_draws`), as error bars."""
+    for n, m in by_n.items():
+        ci = m.get("spread", {}).get(metric, {}).get("ci95")
+        if ci and m.get(metric) is not None:
+            below, above = m[metric] - ci[0], ci[1] - m[metric]
+            ax.errorbar(
+                int(n),
+                m[metric],
+                yerr=[[max(below, 0.0)], [max(above, 0.0)]],
+                color=color,
+                capsize=3,
+                linewidth=1,
+            )
 
 
 def plot_sequential(sequential: dict[str, list[dict[str, Any]]], path: Path) -> Path:

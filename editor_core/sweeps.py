@@ -23,8 +23,10 @@ from editor_core.evaluate import (
     prepare_locality,
     requests_of,
     same_subject_prompts,
+    sample_draws,
     sample_facts,
     score_edited,
+    summarise_draws,
     timed_delta,
 )
 from editor_core.joint import EditLedger, split_rows
@@ -45,26 +47,39 @@ def run_simultaneous(
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
+    draws: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """{editor: {str(N): metrics}} with N edits applied at once (same facts per N);
-    `progress`: a bar over the runs and each editor's own bars inside them."""
+    `progress`: a bar over the runs and each editor's own bars inside them.  `draws` > 1
+    repeats each N on disjoint sets of facts (`sample_draws`: the first is the one-draw
+    run's) and reports their mean with its spread (`summarise_draws`)."""
     out: dict[str, dict[str, Any]] = {name: {} for name in editors}
-    jobs = [(name, n) for n in ns for name in editors]
-    same: dict[int, LocalitySet] = {}  # per N: the edited subjects' other facts
-    for name, n in bar(jobs, desc="simultaneous", unit="run", progress=progress):
-        chosen = sample_facts(facts, n, seed)
-        if chosen is None:
+    sets = {n: sample_draws(facts, n, seed, draws) for n in ns}
+    for n, chosen_sets in sets.items():
+        if 1 < len(chosen_sets) < draws:
+            log.warning("N=%d: %d draws of disjoint facts fit, not %d", n, len(chosen_sets), draws)
+    jobs = [(name, n, d) for n in ns for name in editors for d in range(len(sets[n]) or 1)]
+    same: dict[tuple[int, int], LocalitySet] = {}  # per draw: the edited subjects' other facts
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for name, n, d in bar(jobs, desc="simultaneous", unit="run", progress=progress):
+        if not sets[n]:
             msg = f"N={n} exceeds the {len(facts)} facts available"
             log.warning("%s: skipped, %s", name, msg)
             out[name][str(n)] = {"n": n, "skipped": msg}
             continue
+        chosen = sets[n][d]
         nb = neighbourhood_of(chosen, neighborhood)
-        if n not in same:  # the model holds the base weights between runs
+        if (n, d) not in same:  # the model holds the base weights between runs
             prompts = same_subject_prompts(facts, chosen)
-            same[n] = prepare_locality(loaded.model, loaded.tokenizer, prompts)
-        out[name][str(n)] = evaluate_edit(
-            loaded, editors[name], chosen, ordinary, nb, batch_size, same[n], progress
+            same[n, d] = prepare_locality(loaded.model, loaded.tokenizer, prompts)
+        row = evaluate_edit(
+            loaded, editors[name], chosen, ordinary, nb, batch_size, same[n, d], progress
         )
+        if len(sets[n]) > 1:
+            row["fact_ids"] = [f.id for f in chosen]  # which facts this draw edited
+        runs.setdefault((name, n), []).append(row)
+        if len(runs[name, n]) == len(sets[n]):
+            out[name][str(n)] = summarise_draws(runs[name, n])
     return out
 
 

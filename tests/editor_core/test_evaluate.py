@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -465,3 +466,76 @@ def test_malmen_config_overrides_the_editors_settings_before_the_other_flags(
     eval_args.malmen_config = {"value_opt": {"keep_wieght": 3}}
     with pytest.raises(ValueError, match="keep_wieght"):
         build_editors(loaded, eval_args)
+
+
+def _many_facts(k: int) -> list[Fact]:
+    return [Fact(id=f"m{i}", prompt=f"Fact number {i} is", target="x") for i in range(k)]
+
+
+def test_draws_are_disjoint_and_the_first_is_the_one_draw_set() -> None:
+    from editor_core.evaluate import sample_draws, sample_facts
+
+    facts = _many_facts(50)
+    draws = sample_draws(facts, 8, 0, 4)
+    assert [len(d) for d in draws] == [8, 8, 8, 8]
+    ids = [f.id for d in draws for f in d]
+    assert len(set(ids)) == 32  # disjoint
+    assert draws[0] == sample_facts(facts, 8, 0)  # a one-draw run keeps its facts,
+    assert draws[0] == random.Random(8).sample(facts, 8)  # the ones every earlier run drew
+    assert sample_facts(facts, 40, 3) == random.Random(3 * 100_003 + 40).sample(facts, 40)
+    assert draws == sample_draws(facts, 8, 0, 4)  # reproducible
+    assert draws[1:] != sample_draws(facts, 8, 1, 4)[1:]  # the seed picks them
+    assert len(sample_draws(facts, 8, 0, 10)) == 6  # as many as fit: 50 // 8
+    assert sample_draws(facts, 51, 0, 3) == [] and sample_draws(facts, 8, 0, 1) == [draws[0]]
+
+
+def test_summarise_draws_means_spread_and_interval() -> None:
+    from editor_core.evaluate import MIN_DRAWS_FOR_CI, summarise_draws
+
+    one = {"n": 4, "es": 0.5, "gs": None, "peak_rss_mb": 10.0}
+    assert summarise_draws([one]) == {**one, "n_draws": 1}
+    es = [1.0, 0.8, 0.9, 0.7, 0.6, 1.0]
+    rows = [
+        {"n": 4, "es": v, "gs": None, "ls_ordinary": 1.0, "peak_rss_mb": 10.0 + i, "fact_ids": []}
+        for i, v in enumerate(es)
+    ]
+    m = summarise_draws(rows)
+    assert m["n"] == 4 and m["n_draws"] == 6 and m["draws"] == rows
+    assert m["es"] == pytest.approx(sum(es) / 6)
+    assert m["peak_rss_mb"] == 15.0  # the peak over draws, not their mean
+    assert "gs" not in m and "gs" not in m["spread"]  # measured by no draw
+    assert m["spread"]["es"]["sd"] == pytest.approx(torch.tensor(es).std().item())
+    lo, hi = m["spread"]["es"]["ci95"]
+    assert min(es) < lo < m["es"] < hi < max(es)
+    assert m["spread"]["ls_ordinary"] == {"sd": 0.0, "draws": 6, "ci95": [1.0, 1.0]}
+    few = summarise_draws(rows[: MIN_DRAWS_FOR_CI - 1])
+    assert "ci95" not in few["spread"]["es"] and few["spread"]["es"]["sd"] > 0
+
+
+def test_eval_with_draws_scores_disjoint_sets(eval_args: argparse.Namespace) -> None:
+    from editor_core.data import read_facts
+    from editor_core.evaluate import sample_facts
+    from service.commands.eval import _mark
+
+    eval_args.draws = 3
+    eval_args.n = "1,4"
+    eval_args.editors = "none,malmen"
+    eval_args.sequential_batches = 0
+    eval_args.tradeoff_n = 0
+    eval_args.realworld = False
+    assert eval_args.func(eval_args) == 0
+    results = json.loads((eval_args.out / "results.json").read_text())
+    assert results["meta"]["draws"] == 3
+    facts = read_facts(eval_args.facts)
+    for editor in ("none", "malmen"):
+        m = results["facts"]["simultaneous"][editor]["4"]
+        assert m["n_draws"] == 3 and len(m["draws"]) == 3
+        ids = [d["fact_ids"] for d in m["draws"]]
+        assert ids[0] == [f.id for f in sample_facts(facts, 4, 0) or []]
+        assert len({i for d in ids for i in d}) == 12  # three disjoint sets of four
+        for metric in ("es", "ls_neighborhood"):
+            assert m[metric] == pytest.approx(sum(d[metric] for d in m["draws"]) / 3)
+    md = (eval_args.out / "results.md").read_text()
+    assert "### Spread over draws" in md and "| malmen | 4 | 3 |" in md
+    assert _mark(0.944, 0.95, False, [0.931, 0.957]) == "0.944 ✗ (≥ 0.95; 95 % CI 0.931–0.957)"
+    assert _mark(0.96, 0.95, True, [0.95, 0.97]) == "0.960 ✓ (95 % CI 0.950–0.970)"
