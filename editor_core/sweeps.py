@@ -35,6 +35,7 @@ from editor_core.metrics import token_accuracy
 from editor_core.progress import bar
 
 log = logging.getLogger(__name__)
+SUMMARY_KEYS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood", "edit_seconds")
 
 
 def run_simultaneous(
@@ -78,6 +79,15 @@ def run_simultaneous(
         if len(sets[n]) > 1:
             row["fact_ids"] = [f.id for f in chosen]  # which facts this draw edited
         runs.setdefault((name, n), []).append(row)
+        if len(sets[n]) > 1:  # each draw in the log as it ends: a cut-short run keeps them
+            log.info(
+                "%s N=%d draw %d/%d: %s",
+                name,
+                n,
+                d + 1,
+                len(sets[n]),
+                " ".join(f"{k} {row[k]:.3f}" for k in SUMMARY_KEYS if row.get(k) is not None),
+            )
         if len(runs[name, n]) == len(sets[n]):
             out[name][str(n)] = summarise_draws(runs[name, n])
     return out

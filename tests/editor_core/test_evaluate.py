@@ -512,7 +512,9 @@ def test_summarise_draws_means_spread_and_interval() -> None:
     assert "ci95" not in few["spread"]["es"] and few["spread"]["es"]["sd"] > 0
 
 
-def test_eval_with_draws_scores_disjoint_sets(eval_args: argparse.Namespace) -> None:
+def test_eval_with_draws_scores_disjoint_sets(
+    eval_args: argparse.Namespace, caplog: pytest.LogCaptureFixture
+) -> None:
     from editor_core.data import read_facts
     from editor_core.evaluate import sample_facts
     from service.commands.eval import _mark
@@ -523,7 +525,9 @@ def test_eval_with_draws_scores_disjoint_sets(eval_args: argparse.Namespace) -> 
     eval_args.sequential_batches = 0
     eval_args.tradeoff_n = 0
     eval_args.realworld = False
-    assert eval_args.func(eval_args) == 0
+    with caplog.at_level("INFO", logger="editor_core.sweeps"):
+        assert eval_args.func(eval_args) == 0
+    assert "malmen N=4 draw 3/3: es " in caplog.text  # each draw logged as it ends
     results = json.loads((eval_args.out / "results.json").read_text())
     assert results["meta"]["draws"] == 3
     facts = read_facts(eval_args.facts)
