@@ -18,6 +18,10 @@ Writes `rows.jsonl` (one line per (N, μ, variant), appended as each finishes; r
 there are skipped on a rerun; `ls_ord_by_margin`: LS_ord per bin of the unedited model's
 margin over its runner-up, `evaluate.margin_bins`), `table.md` and `frontier.png` (ES
 against LS by μ) in --out.
+`--draws K` repeats each N on K disjoint sets of facts (each with its own cached
+targets; draw 0 is the one-draw sweep's, so earlier caches and rows count as draw 0), and
+table.md and the plot give each setting's mean over its draws — at N = 16 one draw scores
+16 neighbourhood prompts (docs/results.md, twentieth session).
 `--anchors K --anchor-weight ν` adds subject anchors; `--per-fact` turns off subject
 grouping (`value_opt.group_subjects`).
 """
@@ -51,7 +55,7 @@ from editor_core.evaluate import (
     prepare_locality,
     requests_of,
     same_subject_prompts,
-    sample_facts,
+    sample_draws,
     score_edited,
 )
 from editor_core.loading import load_model
@@ -91,6 +95,13 @@ def main() -> int:
     p.add_argument("--n", default="256", help="edit counts, e.g. 256,1024")
     p.add_argument("--mu", help="μ values, e.g. 3000,12000")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="repeat each N on this many disjoint sets of facts (evaluate.sample_draws; "
+        "draw 0 is the one-draw sweep's); table.md gives each setting's mean over its draws",
+    )
     p.add_argument(
         "--first",
         type=int,
@@ -344,12 +355,16 @@ def main() -> int:
     base = snapshot(loaded.adapter)
     base_cfg = editor.config
 
+    runs: list[tuple[int, int, list[Any]]] = []
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
-        chosen = sample_facts(facts, n, args.seed)
-        if chosen is None:
+        sets = sample_draws(facts, n, args.seed, args.draws)
+        if not sets:
             raise SystemExit(f"N={n} exceeds the {len(facts)} facts in {args.facts}")
+        runs += [(n, draw, chosen) for draw, chosen in enumerate(sets)]
+    for n, draw, chosen in runs:
         tag = targets_tag(editor.config.value_opt, n)
         name = f"targets_n{n}_seed{args.seed}_{tag.replace(', ', '_').replace(' ', '')}"
+        name += f"_draw{draw}" if draw else ""  # draw 0 keeps the one-draw sweep's cache
         z = cached_targets(editor, chosen, args.out / f"{name}.safetensors")
         if args.targets_only:
             continue
@@ -360,6 +375,7 @@ def main() -> int:
             cfg = editor.config
             setting = {
                 "n": n,
+                "draw": draw,
                 "mu": mu,
                 "targets": tag,
                 "anchors": cfg.anchors,
@@ -373,7 +389,7 @@ def main() -> int:
                 "pin_weight": cfg.pin_weight,
             }
             if setting_key(setting) in done:
-                log.info("N=%d μ=%g: already in %s", n, mu, rows_path)
+                log.info("N=%d draw %d μ=%g: already in %s", n, draw, mu, rows_path)
                 continue
             editor.config = replace(base_cfg, preserve=mu)
             t0 = time.perf_counter()
@@ -397,7 +413,7 @@ def main() -> int:
                 **scores,
                 "spread_seconds": spread_s,
             }
-            log.info("N=%d μ=%g: %s", n, mu, {k: round(row[k], 3) for k in METRICS})
+            log.info("N=%d draw %d μ=%g: %s", n, draw, mu, {k: round(row[k], 3) for k in METRICS})
             with rows_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
     if args.targets_only:
@@ -467,6 +483,7 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
     read as its default)."""
     return (
         r["n"],
+        r.get("draw", 0),
         r["mu"],
         r.get("targets", "per-fact"),
         r.get("anchors", 0),
@@ -512,7 +529,9 @@ def write_plot(rows_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
+    rows = mean_over_draws(
+        [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
+    )
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     lines: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -545,6 +564,16 @@ def write_plot(rows_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
+def _draws(r: dict[str, Any]) -> str:
+    """ " (8 draws)" for a mean over draws 0–7, " (draws 0, 2)" when not the first k."""
+    ids = r.get("draw_ids", [0])
+    if ids == [0]:
+        return ""
+    if ids == list(range(len(ids))):
+        return f" ({len(ids)} draws)"
+    return f" (draws {', '.join(map(str, ids))})"
+
+
 def _split(r: dict[str, Any], a: str, b: str, share: str) -> str:
     if share not in r:
         return "–"
@@ -554,10 +583,32 @@ def _split(r: dict[str, Any], a: str, b: str, share: str) -> str:
     )
 
 
+def mean_over_draws(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting: the mean of every numeric field over the setting's draws, with
+    "draws" (how many) and "draw_ids" (which: compare settings on the same draws); a
+    one-draw setting's row as it is (draws 1)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        key = setting_key(r)
+        groups.setdefault(key[:1] + key[2:], []).append(r)
+    out = []
+    for rs in groups.values():
+        mean = dict(rs[0])
+        for k, v in rs[0].items():
+            values = [r.get(k) for r in rs]
+            if isinstance(v, float) and all(isinstance(x, (int, float)) for x in values):
+                mean[k] = sum(values) / len(values)
+        mean["draws"] = len(rs)
+        mean["draw_ids"] = sorted(r.get("draw", 0) for r in rs)
+        out.append(mean)
+    return out
+
+
 def write_table(rows_path: Path, out: Path) -> None:
     rows = [json.loads(x) for x in rows_path.read_text(encoding="utf-8").splitlines()]
+    rows = mean_over_draws(rows)
     rows.sort(key=lambda r: (r["n"], r.get("targets", "per-fact"), r["mu"], r.get("anchors", 0)))
-    head = "| N | targets | μ | anchors (ν) | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) "
+    head = "| N (draws) | targets | μ | anchors (ν) | ES | GS | gen | LS_ord | LS_nb | mean(ES, GS, LS_ord, LS_nb) "
     lines = [
         head + "| ES of the first K | GS question / statement "
         "| ES shared / own last token (share) | LS_nb shared / own last token (share) | spread s |",
@@ -573,7 +624,7 @@ def write_table(rows_path: Path, out: Path) -> None:
         es_split = _split(r, "es_shared_token", "es_own_token", "es_shared_token_share")
         nb = _split(r, "ls_nb_shared_token", "ls_nb_own_token", "nb_shared_token_share")
         lines.append(
-            f"| {r['n']} | {_targets(r)} | {r['mu']:g} | {_anchors(r)} | {vals} | {m4:.3f} | {first} "
+            f"| {r['n']}{_draws(r)} | {_targets(r)} | {r['mu']:g} | {_anchors(r)} | {vals} | {m4:.3f} | {first} "
             f"| {forms} | {es_split} | {nb} | {r['spread_seconds']:.0f} |"
         )
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")

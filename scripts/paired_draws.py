@@ -1,0 +1,86 @@
+"""Two `factpatch eval --draws K` runs of the same facts, compared draw by draw.
+
+A lever's effect at small N is smaller than the spread between draws (at N = 16 one draw
+scores 16 neighbourhood prompts), but two settings run on the *same* draws differ by much
+less than their draws do: this prints, per metric, each setting's mean, the mean of the
+paired differences (B − A) and a 95 % percentile-bootstrap interval for it (resampling
+draws), over the draws both runs measured with the same facts (`fact_ids`).
+
+    python scripts/paired_draws.py out/v20_val16_shipped out/v20_val16_pin300 [--set facts]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from editor_core.evaluate import BOOTSTRAP_RESAMPLES, SPREAD_METRICS
+
+EXTRA = ("ls_nb_shared_token", "ls_nb_own_token", "ls_same_subject")
+
+
+def draws_of(run: Path, name: str) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """{(editor, N): the draws} of one run's simultaneous results in set `name`."""
+    res = json.loads((run / "results.json").read_text(encoding="utf-8"))[name]["simultaneous"]
+    return {
+        (editor, int(n)): m.get("draws", [m])
+        for editor, by_n in res.items()
+        for n, m in by_n.items()
+        if "skipped" not in m
+    }
+
+
+def paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per metric: both means and the paired difference over the draws with equal facts."""
+    by_facts = {tuple(d.get("fact_ids", ())): d for d in a}
+    pairs = [(by_facts[k], d) for d in b if (k := tuple(d.get("fact_ids", ()))) in by_facts]
+    rng = np.random.default_rng(0)
+    rows = []
+    for metric in (*SPREAD_METRICS, *EXTRA):
+        both = [
+            (x[metric], y[metric]) for x, y in pairs if None not in (x.get(metric), y.get(metric))
+        ]
+        if not both:
+            continue
+        xa, xb = np.array(both).T
+        diff = xb - xa
+        row: dict[str, Any] = {
+            "metric": metric,
+            "draws": len(both),
+            "a": float(xa.mean()),
+            "b": float(xb.mean()),
+            "diff": float(diff.mean()),
+        }
+        if len(both) >= 2:
+            picks = rng.integers(0, len(diff), size=(BOOTSTRAP_RESAMPLES, len(diff)))
+            means = diff[picks].mean(axis=1)
+            row["ci95"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a", type=Path, help="the reference run (factpatch eval --out)")
+    ap.add_argument("b", type=Path, help="the run compared with it, on the same draws")
+    ap.add_argument("--set", default="facts", help="facts or realworld")
+    args = ap.parse_args()
+    runs_a, runs_b = draws_of(args.a, args.set), draws_of(args.b, args.set)
+    for key in sorted(runs_a.keys() & runs_b.keys()):
+        rows = paired(runs_a[key], runs_b[key])
+        print(f"\n{key[0]}, N = {key[1]}: {args.b.name} − {args.a.name}\n")
+        print("| metric | draws | A | B | B − A [95 % interval] |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            ci = f" [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if "ci95" in r else ""
+            print(
+                f"| {r['metric']} | {r['draws']} | {r['a']:.3f} | {r['b']:.3f} | {r['diff']:+.3f}{ci} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
