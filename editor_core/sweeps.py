@@ -57,7 +57,7 @@ def run_simultaneous(
     out: dict[str, dict[str, Any]] = {name: {} for name in editors}
     sets = {n: sample_draws(facts, n, seed, draws) for n in ns}
     for n, chosen_sets in sets.items():
-        if 1 < len(chosen_sets) < draws:
+        if 0 < len(chosen_sets) < draws:
             log.warning("N=%d: %d draws of disjoint facts fit, not %d", n, len(chosen_sets), draws)
     jobs = [(name, n, d) for n in ns for name in editors for d in range(len(sets[n]) or 1)]
     same: dict[tuple[int, int], LocalitySet] = {}  # per draw: the edited subjects' other facts
@@ -78,8 +78,7 @@ def run_simultaneous(
         )
         if len(sets[n]) > 1:
             row["fact_ids"] = [f.id for f in chosen]  # which facts this draw edited
-        runs.setdefault((name, n), []).append(row)
-        if len(sets[n]) > 1:  # each draw in the log as it ends: a cut-short run keeps them
+            # each draw in the log as it ends: a run cut short keeps what it measured
             log.info(
                 "%s N=%d draw %d/%d: %s",
                 name,
@@ -88,6 +87,7 @@ def run_simultaneous(
                 len(sets[n]),
                 " ".join(f"{k} {row[k]:.3f}" for k in SUMMARY_KEYS if row.get(k) is not None),
             )
+        runs.setdefault((name, n), []).append(row)
         if len(runs[name, n]) == len(sets[n]):
             out[name][str(n)] = summarise_draws(runs[name, n])
     return out

@@ -520,7 +520,7 @@ def test_eval_with_draws_scores_disjoint_sets(
     from service.commands.eval import _mark
 
     eval_args.draws = 3
-    eval_args.n = "1,4"
+    eval_args.n = "1,4,8"
     eval_args.editors = "none,malmen"
     eval_args.sequential_batches = 0
     eval_args.tradeoff_n = 0
@@ -528,6 +528,7 @@ def test_eval_with_draws_scores_disjoint_sets(
     with caplog.at_level("INFO", logger="editor_core.sweeps"):
         assert eval_args.func(eval_args) == 0
     assert "malmen N=4 draw 3/3: es " in caplog.text  # each draw logged as it ends
+    assert "N=8: 1 draws of disjoint facts fit, not 3" in caplog.text  # 12 facts
     results = json.loads((eval_args.out / "results.json").read_text())
     assert results["meta"]["draws"] == 3
     facts = read_facts(eval_args.facts)
@@ -539,6 +540,7 @@ def test_eval_with_draws_scores_disjoint_sets(
         assert len({i for d in ids for i in d}) == 12  # three disjoint sets of four
         for metric in ("es", "ls_neighborhood"):
             assert m[metric] == pytest.approx(sum(d[metric] for d in m["draws"]) / 3)
+    assert results["facts"]["simultaneous"]["malmen"]["8"]["n_draws"] == 1
     md = (eval_args.out / "results.md").read_text()
     assert "### Spread over draws" in md and "| malmen | 4 | 3 |" in md
     assert _mark(0.944, 0.95, False, [0.931, 0.957]) == "0.944 ✗ (≥ 0.95; 95 % CI 0.931–0.957)"
