@@ -592,13 +592,21 @@ def summarise_draws(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     spread: dict[str, dict[str, Any]] = {}
     rng = np.random.default_rng(0)
     for metric in SPREAD_METRICS:
-        measured = np.array([r[metric] for r in rows if r.get(metric) is not None], dtype=float)
+        measured = [r[metric] for r in rows if r.get(metric) is not None]
         if len(measured) < 2:
             continue
-        entry: dict[str, Any] = {"sd": float(measured.std(ddof=1)), "draws": len(measured)}
+        entry: dict[str, Any] = {"sd": float(np.std(measured, ddof=1)), "draws": len(measured)}
         if len(measured) >= MIN_DRAWS_FOR_CI:
-            picks = rng.integers(0, len(measured), size=(BOOTSTRAP_RESAMPLES, len(measured)))
-            means = measured[picks].mean(axis=1)
-            entry["ci95"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+            entry["ci95"] = bootstrap_ci(measured, rng)
         spread[metric] = entry
     return {**out, "n_draws": len(rows), "spread": spread, "draws": list(rows)}
+
+
+def bootstrap_ci(values: Sequence[float], rng: np.random.Generator) -> list[float]:
+    """A 95 % percentile-bootstrap interval [lo, hi] for the mean of `values` (one value
+    per draw: resampling them resamples whole draws); callers seed `rng`, so reports
+    reproduce."""
+    x = np.asarray(values, dtype=float)
+    picks = rng.integers(0, len(x), size=(BOOTSTRAP_RESAMPLES, len(x)))
+    means = x[picks].mean(axis=1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]

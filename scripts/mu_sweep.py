@@ -57,6 +57,7 @@ from editor_core.evaluate import (
     same_subject_prompts,
     sample_draws,
     score_edited,
+    summarise_draws,
 )
 from editor_core.loading import load_model
 from editor_core.metrics import token_accuracy
@@ -584,24 +585,22 @@ def _split(r: dict[str, Any], a: str, b: str, share: str) -> str:
 
 
 def mean_over_draws(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per setting: the mean of every numeric field over the setting's draws, with
-    "draws" (how many) and "draw_ids" (which: compare settings on the same draws); a
-    one-draw setting's row as it is (draws 1)."""
+    """One row per setting: its draws' rows through `evaluate.summarise_draws` (numeric
+    fields averaged, "spread"), with "draws" (how many) and "draw_ids" (which: compare
+    settings on the same draws)."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         key = setting_key(r)
         groups.setdefault(key[:1] + key[2:], []).append(r)
-    out = []
-    for rs in groups.values():
-        mean = dict(rs[0])
-        for k, v in rs[0].items():
-            values = [r.get(k) for r in rs]
-            if isinstance(v, float) and all(isinstance(x, (int, float)) for x in values):
-                mean[k] = sum(values) / len(values)
-        mean["draws"] = len(rs)
-        mean["draw_ids"] = sorted(r.get("draw", 0) for r in rs)
-        out.append(mean)
-    return out
+    return [
+        {
+            **rs[0],  # the setting's text fields
+            **summarise_draws(rs),
+            "draws": len(rs),
+            "draw_ids": sorted(r.get("draw", 0) for r in rs),
+        }
+        for rs in groups.values()
+    ]
 
 
 def write_table(rows_path: Path, out: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from editor_core.evaluate import BOOTSTRAP_RESAMPLES, SPREAD_METRICS
+from editor_core.evaluate import SPREAD_METRICS, bootstrap_ci
 
 EXTRA = ("ls_nb_shared_token", "ls_nb_own_token", "ls_same_subject")
 
@@ -56,9 +56,7 @@ def paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, A
             "diff": float(diff.mean()),
         }
         if len(both) >= 2:
-            picks = rng.integers(0, len(diff), size=(BOOTSTRAP_RESAMPLES, len(diff)))
-            means = diff[picks].mean(axis=1)
-            row["ci95"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+            row["ci95"] = bootstrap_ci(diff.tolist(), rng)
         rows.append(row)
     return rows
 
