@@ -455,33 +455,98 @@ def _block_output(output: Any) -> torch.Tensor:
 
 @contextmanager
 def _at_block(
-    block: nn.Module,
-    rows: torch.Tensor,
-    pos: torch.Tensor,
-    add: torch.Tensor | None,
-    enable_grad: bool = False,
+    block: nn.Module, rows: torch.Tensor, pos: torch.Tensor
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the block's output (the residual stream) at (rows, pos), fp32 (B, H), before
-    adding `add` (B, H) there when given.  `enable_grad`: switch grad mode on from here up
-    (the caller's no_grad context restores it), so nothing below builds a graph.  Without
-    `add` the forward pass ends at this block: run it with `_run_to_block`."""
+    """Record the block's output (the residual stream) at (rows, pos), fp32 (B, H), and end
+    the forward pass there: run it with `_run_to_block`."""
     seen: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _args: tuple, output: Any) -> Any:
-        h = _block_output(output)
-        seen["z"] = h[rows, pos].detach().float()
-        if add is None:
-            raise _Reached  # nothing above this block is needed: see `_run_to_block`
-        if enable_grad:
-            torch.set_grad_enabled(True)
-        h = h.index_put((rows, pos), add.to(h.dtype), accumulate=True)
-        return (h, *output[1:]) if isinstance(output, tuple) else h
+        seen["z"] = _block_output(output)[rows, pos].detach().float()
+        raise _Reached  # nothing above this block is needed
 
     handle = block.register_forward_hook(hook)
     try:
         yield seen
     finally:
         handle.remove()
+
+
+@dataclass
+class _Below:
+    """A batch's residual stream after the last edited block, at every position, on the
+    weights the model holds now: what the δs added there leave alone.  Value optimisation
+    runs the blocks up to it once, here, instead of at each of its steps
+    (`_from_below`)."""
+
+    h: torch.Tensor  # (B, T, H)
+    tail: tuple  # the block's other outputs, when it returns a tuple (else empty)
+    is_tuple: bool
+
+
+def _below(
+    model: Any, block: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> _Below:
+    """Run a batch up to `block` (the caller's autocast applies, as at the steps)."""
+    seen: dict[str, Any] = {}
+
+    def hook(_m: nn.Module, _args: tuple, output: Any) -> Any:
+        seen["out"] = output
+        raise _Reached
+
+    handle = block.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    if "out" not in seen:
+        raise RuntimeError("the forward pass never reached the recording block")
+    out = seen["out"]
+    is_tuple = isinstance(out, tuple)
+    return _Below(_block_output(out).detach(), tuple(out[1:]) if is_tuple else (), is_tuple)
+
+
+@contextmanager
+def _from_below(
+    lower: Sequence[nn.Module],
+    below: _Below,
+    sel: torch.Tensor,
+    rows: torch.Tensor,
+    pos: torch.Tensor,
+    add: torch.Tensor,
+) -> Iterator[None]:
+    """For a forward pass of rows `sel` of `below`'s batch: the blocks `lower` (the model's
+    blocks up to the last edited one) are not run — each hands its input on, and the last
+    hands on `below.h[sel]` with `add` (n, H) added at (rows, pos) — and grad mode is
+    switched on from there up (the caller's no_grad restores it), so the graph starts at
+    the δs."""
+
+    def wrap(h: torch.Tensor) -> Any:
+        return (h, *below.tail) if below.is_tuple else h
+
+    def passing(*args: Any, **kwargs: Any) -> Any:
+        return wrap(args[0] if args else kwargs["hidden_states"])
+
+    def top(*_args: Any, **_kwargs: Any) -> Any:
+        torch.set_grad_enabled(True)
+        h = below.h[sel]
+        return wrap(h.index_put((rows, pos), add.to(h.dtype), accumulate=True))
+
+    saved = [b.__dict__.get("forward") for b in lower]
+    for b in lower[:-1]:
+        b.forward = passing
+    lower[-1].forward = top
+    try:
+        yield
+    finally:
+        for b, f in zip(lower, saved, strict=True):
+            if f is None:
+                del b.forward
+            else:
+                b.forward = f
 
 
 @dataclass
@@ -732,15 +797,16 @@ def _residual_targets(
     n_var = len(cfg.prefixes)
     n_groups = int(group.max()) + 1
     block = adapter.blocks()[adapter.layers[-1]]
-    with torch.no_grad(), _at_block(block, chunk.rows, chunk.pos, None) as seen:
+    with torch.no_grad(), _at_block(block, chunk.rows, chunk.pos) as seen:
         _run_to_block(model, chunk.batch)
     z_base = seen["z"]  # (B·P, H)
     # each group's own scale (RMS element of its residuals), so no group depends on another
     size = torch.bincount(group, minlength=n_groups).float()  # (G,) facts per group
     ms = z_base.view(n_facts, n_var * n_tok, -1).pow(2).mean((1, 2))  # (F,)
     scale = (torch.zeros(n_groups, device=group.device).index_add(0, group, ms) / size).sqrt()
+    lower = list(adapter.blocks())[: adapter.layers[-1] + 1]
     delta, final, steps = _adam_on_residual(
-        model, block, chunk, z_base.shape[1], scale.clamp(min=1e-6), group, size, cfg
+        model, lower, chunk, z_base.shape[1], scale.clamp(min=1e-6), group, size, cfg
     )  # (G, P, H), (F,), (G,)
     z_norm = z_base.view(n_facts, n_var * n_tok, -1).norm(dim=2).mean(1)  # (F,)
     ratio = delta[group].flatten(1).norm(dim=1) / z_norm.clamp(min=1e-6)
@@ -809,7 +875,7 @@ def _run_keyed(
     with (
         torch.no_grad(),
         shifted(adapter, shifts),
-        _at_block(block, rows, pos, None) as seen,
+        _at_block(block, rows, pos) as seen,
         _keys_at(adapter, rows, pos) as io,
     ):
         _run_to_block(adapter.model, batch)
@@ -818,7 +884,7 @@ def _run_keyed(
 
 def _adam_on_residual(
     model: Any,
-    block: nn.Module,
+    lower: Sequence[nn.Module],
     chunk: _Chunk,
     hidden: int,
     scale: torch.Tensor,
@@ -831,8 +897,9 @@ def _adam_on_residual(
     chunk's keyed slots, by per-group Adam on the group's mean NLL + weight_decay·mean(θ²);
     a group stops once that NLL is below stop_loss.
 
-    Each step runs only the variants of the facts whose group is still moving, with no
-    graph below the block δ is added to (grad mode is switched on in its hook)."""
+    Each step runs only the variants of the facts whose group is still moving, and only
+    the blocks above `lower` (the model's blocks up to the last edited one, the block δ is
+    added after): their output is found once, before the first step (`_from_below`)."""
     batch, n_tok = chunk.batch, chunk.n_tokens
     device = batch.input_ids.device
     n_facts, n_groups = group.shape[0], scale.shape[0]
@@ -853,6 +920,16 @@ def _adam_on_residual(
     for d in chunk.drift:  # the unedited model's next token after each drift prompt
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
             d.base = _drift_logprobs(model, d, torch.arange(d.fact.shape[0], device=device))
+    with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
+        below = _below(model, lower[-1], batch.input_ids, batch.attention_mask)
+        also_below = (
+            None
+            if chunk.also is None
+            else _below(
+                model, lower[-1], chunk.also.batch.input_ids, chunk.also.batch.attention_mask
+            )
+        )
+        drift_below = [_below(model, lower[-1], d.input_ids, d.attention_mask) for d in chunk.drift]
     for step in range(cfg.steps + 1):
         gidx = active.nonzero()[:, 0]  # (A,) groups still moving
         local[gidx] = torch.arange(gidx.shape[0], device=device)
@@ -872,20 +949,31 @@ def _adam_on_residual(
         with (
             torch.no_grad(),
             torch.autocast(device.type, torch.bfloat16, enabled=use_bf16),
-            _at_block(block, rows, pos[sel].reshape(-1), add, enable_grad=True),
+            _from_below(lower, below, sel, rows, pos[sel].reshape(-1), add),
         ):
             nll = target_nll_per_row(model, sub).view(-1, n_var).mean(1)  # (Fa,)
         if chunk.also is not None:
+            assert also_below is not None
             nll = _with_paraphrases(
-                model, block, chunk.also, nll, fidx, th, scale[gidx], local, group, n_var, use_bf16
+                model,
+                lower,
+                (chunk.also, also_below),
+                nll,
+                fidx,
+                th,
+                scale[gidx],
+                local,
+                group,
+                n_var,
+                use_bf16,
             )
         with torch.enable_grad():
             group_nll = torch.zeros(gidx.shape[0], device=device).index_add(0, owner, nll)
             group_nll = group_nll / size[gidx]  # (A,)
             loss = (group_nll + cfg.weight_decay * th.pow(2).mean((1, 2))).sum()
-        for d in chunk.drift:
+        for d, d_below in zip(chunk.drift, drift_below, strict=True):
             loss = loss + d.weight * _drift_kl(
-                model, block, d, th, scale[gidx], local, group, active, use_bf16
+                model, lower, (d, d_below), th, scale[gidx], local, group, active, use_bf16
             )
         final[fidx] = nll.detach()
         moving = group_nll.detach() > cfg.stop_loss  # (A,)
@@ -905,8 +993,8 @@ def _adam_on_residual(
 
 def _with_paraphrases(
     model: Any,
-    block: nn.Module,
-    also: _Also,
+    lower: Sequence[nn.Module],
+    paraphrases: tuple[_Also, _Below],
     nll: torch.Tensor,
     fidx: torch.Tensor,
     th: torch.Tensor,
@@ -918,6 +1006,7 @@ def _with_paraphrases(
 ) -> torch.Tensor:
     """(Fa,) each moving fact's (`fidx`) mean target NLL over its `n_var` contexts (`nll`,
     their mean) and its paraphrases, with the δs (scale·θ, `th` (A, P, H)) in place."""
+    also, below = paraphrases
     n_facts, n_tok = also.count.shape[0], th.shape[1]
     moving = torch.zeros(n_facts, dtype=torch.bool, device=fidx.device)
     moving[fidx] = True
@@ -937,7 +1026,7 @@ def _with_paraphrases(
     with (
         torch.no_grad(),
         torch.autocast(asel.device.type, torch.bfloat16, enabled=use_bf16),
-        _at_block(block, rows, also.pos.view(-1, n_tok)[asel].reshape(-1), add, enable_grad=True),
+        _from_below(lower, below, asel, rows, also.pos.view(-1, n_tok)[asel].reshape(-1), add),
     ):
         para = target_nll_per_row(model, sub)  # (A_a,)
         total = torch.zeros(n_facts, device=nll.device).index_add(0, fidx, nll * n_var)
@@ -947,8 +1036,8 @@ def _with_paraphrases(
 
 def _drift_kl(
     model: Any,
-    block: nn.Module,
-    ess: _Drift,
+    lower: Sequence[nn.Module],
+    drift: tuple[_Drift, _Below],
     th: torch.Tensor,
     scale: torch.Tensor,
     local: torch.Tensor,
@@ -958,6 +1047,7 @@ def _drift_kl(
 ) -> torch.Tensor:
     """Σ over the moving groups of the mean KL(unedited ‖ edited) of the next token after
     their facts' drift prompts, with their δs (scale·θ, `th` (A, P, H)) in place."""
+    ess, below = drift
     esel = active[group[ess.fact]].nonzero()[:, 0]  # (E_a,) prompts of moving groups
     if not esel.shape[0]:
         return th.sum() * 0.0
@@ -971,7 +1061,7 @@ def _drift_kl(
     with (
         torch.no_grad(),
         torch.autocast(esel.device.type, torch.bfloat16, enabled=use_bf16),
-        _at_block(block, rows, pos, add, enable_grad=True),
+        _from_below(lower, below, esel, rows, pos, add),
     ):
         now = _drift_logprobs(model, ess, esel)  # (E_a, V)
         base = ess.base[esel]

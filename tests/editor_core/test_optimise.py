@@ -18,8 +18,10 @@ from editor_core.joint import EditLedger, split_rows
 from editor_core.metrics import token_accuracy
 from editor_core.optimize import (
     ValueOptConfig,
+    _below,
     _block_output,
     _encode_chunk,
+    _from_below,
     _residual_at_top,
     in_context,
     key_positions,
@@ -30,6 +32,7 @@ from editor_core.preserve import low_rank_prior
 from tests.editor_core.test_anchors import subject_facts
 from tests.editor_core.test_editor import facts, model_state, tiny_loaded
 from tests.tiny import CORPUS_WORDS as W
+from tests.tiny import TINY_TYPES
 
 OPT = ValueOptConfig(steps=60, lr=0.3, weight_decay=0.0, stop_loss=0.02, prefixes=("",))
 
@@ -47,6 +50,63 @@ def distinct_subject_facts(n: int, seed: int) -> list[EditRequest]:
         seen.setdefault(r.subject or "", r)
     assert len(seen) >= n
     return list(seen.values())[:n]
+
+
+@pytest.mark.parametrize("model_type", TINY_TYPES)
+def test_steps_skip_the_blocks_below_the_delta_and_compute_the_same(model_type: str) -> None:
+    """The value steps run the blocks up to the last edited one once (`_below`) and then
+    only the blocks above it (`_from_below`): the logits — and the gradient reaching the
+    added change — equal a whole forward pass that adds the change at that block's output,
+    on every supported architecture (tuple-returning blocks included), and afterwards the
+    blocks run as before."""
+    loaded = tiny_loaded(model_type, layers=4, edit=(1, 2))
+    model, blocks = loaded.model, loaded.adapter.blocks()
+    top = loaded.adapter.layers[-1]
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, 200, (3, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[2, 5:] = 0  # a padded row
+    sel = torch.tensor([2, 0])  # a subset of the batch, out of order, as the steps take
+    rows, pos = torch.tensor([0, 1, 1]), torch.tensor([3, 2, 4])
+    base_delta = torch.randn(3, model.config.hidden_size, generator=g)
+
+    def whole_pass() -> tuple[torch.Tensor, torch.Tensor]:
+        delta = base_delta.clone().requires_grad_(True)
+
+        def add(_m, _a, out):
+            h = _block_output(out).index_put((rows, pos), delta, accumulate=True)
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        handle = blocks[top].register_forward_hook(add)
+        try:
+            logits = model(input_ids=ids[sel], attention_mask=mask[sel], use_cache=False).logits
+        finally:
+            handle.remove()
+        (grad,) = torch.autograd.grad(logits.pow(2).sum(), delta)
+        return logits.detach(), grad
+
+    def upper_only() -> tuple[torch.Tensor, torch.Tensor]:
+        below = _below(model, blocks[top], ids, mask)
+        assert below.h.shape[:2] == ids.shape
+        delta = base_delta.clone().requires_grad_(True)
+        with torch.no_grad(), _from_below(list(blocks)[: top + 1], below, sel, rows, pos, delta):
+            logits = model(input_ids=ids[sel], attention_mask=mask[sel], use_cache=False).logits
+            loss = logits.pow(2).sum()
+        (grad,) = torch.autograd.grad(loss, delta)
+        return logits.detach(), grad
+
+    with torch.no_grad():
+        before = model(input_ids=ids[sel], attention_mask=mask[sel], use_cache=False).logits
+    want_logits, want_grad = whole_pass()
+    got_logits, got_grad = upper_only()
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(want_logits, before)  # the change reaches the logits
+    assert not any("forward" in b.__dict__ for b in blocks)  # the blocks are themselves again
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        again = model(input_ids=ids[sel], attention_mask=mask[sel], use_cache=False).logits
+    assert torch.equal(again, before)
 
 
 def test_optimised_edits_land_and_the_model_is_restored() -> None:
