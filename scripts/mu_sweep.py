@@ -104,6 +104,11 @@ def main() -> int:
         "draw 0 is the one-draw sweep's); table.md gives each setting's mean over its draws",
     )
     p.add_argument(
+        "--only-draws",
+        help="of the --draws sets, run only these (0-based, e.g. 2,3,4: to finish a run whose "
+        "first draws were measured elsewhere — the sets are the same whichever are run)",
+    )
+    p.add_argument(
         "--first",
         type=int,
         default=64,
@@ -356,12 +361,17 @@ def main() -> int:
     base = snapshot(loaded.adapter)
     base_cfg = editor.config
 
+    wanted = range(args.draws)
+    if args.only_draws:
+        wanted = [int(x) for x in args.only_draws.split(",") if x.strip()]
+        if any(d < 0 or d >= args.draws for d in wanted):
+            raise SystemExit(f"--only-draws {args.only_draws}: each must be in 0..{args.draws - 1}")
     runs: list[tuple[int, int, list[Any]]] = []
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
         sets = sample_draws(facts, n, args.seed, args.draws)
         if not sets:
             raise SystemExit(f"N={n} exceeds the {len(facts)} facts in {args.facts}")
-        runs += [(n, draw, chosen) for draw, chosen in enumerate(sets)]
+        runs += [(n, draw, chosen) for draw, chosen in enumerate(sets) if draw in wanted]
     for n, draw, chosen in runs:
         tag = targets_tag(editor.config.value_opt, n)
         name = f"targets_n{n}_seed{args.seed}_{tag.replace(', ', '_').replace(' ', '')}"
