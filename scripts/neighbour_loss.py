@@ -4,11 +4,21 @@ neighbourhood prompt whose greedy answer changed by what it says now — the tar
 fact it is the neighbour of, the target of another edited fact, or something else — and by
 whether its subject ends in an edited subject's last token (the token an edit is keyed at);
 and, where the prompts carry a gold answer, how many of those the unedited model answered
-with it still do.
+with it still do.  Each neighbour is also placed by the unedited model's margin (nats)
+between its first answer token and the runner-up, and by how far the edit moved the
+residual stream after the last edited layer at the neighbour's subject's last token (the
+token the edit is read at), as a fraction of the change δ its own fact asks for there
+(`reach`, ‖Δz‖/‖δ‖; `along`, the cosine between the two): a neighbour is lost either
+because the edit reaches it (the edit cannot tell its subject from the edited one) or
+because a small push flips an answer the model was unsure of.
 
     OMP_NUM_THREADS=1 python scripts/neighbour_loss.py --realworld --n 64
+    OMP_NUM_THREADS=1 python scripts/neighbour_loss.py --facts out/facts_ep5/val.jsonl \\
+        --n 16 --draws 8
 
-Prints a table and writes the changed prompts (before / after) to --out as JSON lines.
+`--draws K` edits K disjoint draws of N facts one after another (`evaluate.sample_draws`,
+as `factpatch eval --draws`) and pools their neighbours.  Prints the tables and writes the
+changed prompts (before / after) to --out as JSON lines.
 """
 
 from __future__ import annotations
@@ -27,8 +37,14 @@ from editor_core.config import ModelSpec
 from editor_core.data import read_facts, realworld_facts
 from editor_core.data.formats import neighbour_subject
 from editor_core.editor import MalmenEditor
-from editor_core.encoding import tokenize_pair
-from editor_core.evaluate import greedy_tokens, last_token_sharing, requests_of, sample_facts
+from editor_core.encoding import subject_token_indices, tokenize_pair
+from editor_core.evaluate import (
+    MARGIN_EDGES,
+    greedy_tokens,
+    last_token_sharing,
+    requests_of,
+    sample_draws,
+)
 from editor_core.loading import load_model
 
 CK = Path("editor_core/checkpoints/smollm2-135m-instruct-optimise")
@@ -47,12 +63,39 @@ def first_token(tok: Any, prompt: str, answer: str) -> int:
     return tokenize_pair(tok, prompt, answer)[1][0]
 
 
+def at_subject(loaded: Any, prompt: str, subject: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the residual after the last edited layer at the subject's last token (H,), the
+    next-token log-probabilities after the prompt (V,))."""
+    tok, adapter = loaded.tokenizer, loaded.adapter
+    ids = tok(prompt, return_tensors="pt").to(next(loaded.model.parameters()).device)
+    at = subject_token_indices(tok, prompt, subject)[-1]
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_m: Any, _a: Any, out: Any) -> None:
+        seen["z"] = (out[0] if isinstance(out, tuple) else out)[0, at].detach().float().cpu()
+
+    handle = adapter.blocks()[adapter.layers[-1]].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            logits = loaded.model(**ids).logits[0, -1].float()
+    finally:
+        handle.remove()
+    return seen["z"], torch.log_softmax(logits, -1).cpu()
+
+
+def margin_bin(margin: float) -> str:
+    lo = max([0.0, *(e for e in MARGIN_EDGES if e <= margin)])
+    hi = min([float("inf"), *(e for e in MARGIN_EDGES if e > margin)])
+    return f"[{lo:g}, {hi:g})"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--facts", type=Path, help="facts with attached neighbourhood prompts")
     p.add_argument("--realworld", action="store_true", help="the hand-written real-world set")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", type=int, default=1, help="disjoint draws of N facts, pooled")
     p.add_argument("--editor", type=Path, default=CK)
     p.add_argument("--tokens", type=int, default=3, help="greedy tokens compared")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
@@ -65,8 +108,8 @@ def main() -> int:
     )
     args = p.parse_args()
     facts = realworld_facts() if args.realworld else read_facts(args.facts)
-    chosen = sample_facts(facts, args.n, args.seed)
-    if chosen is None:
+    draws = sample_draws(facts, args.n, args.seed, args.draws)
+    if not draws:
         raise SystemExit(f"N={args.n} exceeds the {len(facts)} facts")
     loaded = load_model(
         ModelSpec(source="smollm2-135m-instruct", layers=checkpoint_layers(args.editor)),
@@ -74,69 +117,34 @@ def main() -> int:
     )
     tok = loaded.tokenizer
     editor = MalmenEditor.from_checkpoint(args.editor, loaded, **(args.config or {}))
-    owners = [(f, nb) for f in chosen for nb in f.neighborhood]
-    if not owners:
-        raise SystemExit("these facts carry no neighbourhood prompts")
-    _, shared = last_token_sharing(tok, chosen)
-    prompts = [nb.prompt for _, nb in owners]
-    before = greedy(loaded, prompts, args.tokens)
-    base = snapshot(loaded.adapter)
-    try:
-        apply_delta(loaded.adapter, editor.compute_delta(requests_of(chosen)), base)
-        after = greedy(loaded, prompts, args.tokens)
-    finally:
-        restore(loaded.adapter, base)
-    targets = {f.id: first_token(tok, f.prompt, f.target) for f in chosen}
-    relation_of = {f.id: f.relation for f in chosen}
     counts: Counter[tuple[str, str]] = Counter()
-    edited_subjects = {f.subject for f in chosen if f.subject}
     same = Counter[str]()  # neighbours about a subject edited in another relation
     known = Counter[str]()  # neighbours whose gold answer the unedited model gives first
+    placed: list[dict[str, Any]] = []  # per neighbour: kind, margin, reach, along, kept
+    total = 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as fh:
-        for (fact, nb), b, a in zip(owners, before, after, strict=True):
-            kind = "shared token" if shared.get(nb.prompt) else "own token"
-            if neighbour_subject(fact, nb.prompt) in edited_subjects:
-                same["all"] += 1
-                same["kept"] += a == b
-            if nb.answer and b[0] == first_token(tok, nb.prompt, nb.answer):
-                known["known"] += 1
-                known["kept"] += a[0] == b[0]
-                known["fact target"] += a[0] == targets[fact.id]
-            if a == b:
-                counts[(kind, "kept")] += 1
-                continue
-            if a[0] == targets[fact.id]:
-                why = "its fact's target"
-            elif a[0] in {t for i, t in targets.items() if relation_of[i] == fact.relation}:
-                why = "another edit's target, same relation"
-            elif a[0] in set(targets.values()):
-                why = "another edit's target, other relation"
-            elif a[0] == b[0]:
-                why = "same first token, later tokens differ"
-            else:
-                why = "something else"
-            counts[(kind, why)] += 1
-            fh.write(
-                json.dumps(
-                    {
-                        "prompt": nb.prompt,
-                        "fact": fact.prompt + " → " + fact.target,
-                        "kind": kind,
-                        "why": why,
-                        "before": tok.decode(b),
-                        "after": tok.decode(a),
-                    }
-                )
-                + "\n"
-            )
-    total = len(owners)
-    print(f"| neighbourhood prompts ({total}, N = {args.n}) | own token | shared token |")
+        for d, chosen in enumerate(draws):
+            owners = [(f, nb) for f in chosen for nb in f.neighborhood]
+            if not owners:
+                raise SystemExit("these facts carry no neighbourhood prompts")
+            total += len(owners)
+            rows = draw_rows(loaded, editor, chosen, owners, args.tokens)
+            for (fact, nb), row in zip(owners, rows, strict=True):
+                kind, why = tally(tok, chosen, fact, nb, row, counts, same, known)
+                if row["reach"] is not None:
+                    placed.append({"kind": kind, **row})
+                if why != "kept":
+                    fh.write(json.dumps(row["changed"] | {"kind": kind, "why": why}) + "\n")
+            print(f"draw {d + 1}/{len(draws)}: {len(owners)} neighbourhood prompts", flush=True)
+    print(
+        f"| neighbourhood prompts ({total}, N = {args.n} × {len(draws)} draws) | own token | shared token |"
+    )
     print("|---|---|---|")
     whys = sorted({w for _, w in counts}, key=lambda w: (w != "kept", w))
     for w in whys:
-        row = [counts[("own token", w)], counts[("shared token", w)]]
-        print(f"| {w} | " + " | ".join(str(x) for x in row) + " |")
+        cells = [counts[("own token", w)], counts[("shared token", w)]]
+        print(f"| {w} | " + " | ".join(str(x) for x in cells) + " |")
     if known["known"]:
         print(
             f"\nneighbours whose gold answer the unedited model gives as its first token: "
@@ -148,8 +156,147 @@ def main() -> int:
             f"\nneighbours about a subject edited in another relation: {same['all']}; "
             f"unchanged: {same['kept']}"
         )
+    print_placed(placed)
     print(f"changed prompts: {args.out}")
     return 0
+
+
+def draw_rows(
+    loaded: Any,
+    editor: MalmenEditor,
+    chosen: list[Any],
+    owners: list[tuple[Any, Any]],
+    n_tokens: int,
+) -> list[dict[str, Any]]:
+    """Edit `chosen` at once; per neighbour: greedy tokens before / after, the unedited
+    margin of its first token, and the edit's reach at its subject (None where its subject
+    cannot be read off its fact's template)."""
+    tok = loaded.tokenizer
+    reqs = requests_of(chosen)
+    prompts = [nb.prompt for _, nb in owners]
+    before = greedy(loaded, prompts, n_tokens)
+    targets = editor.residual_targets(reqs, progress=True)
+    delta_of = {}  # fact id → δ (H,): its plain prompt's target minus its residual now
+    for i, f in enumerate(chosen):
+        if f.subject and subject_token_indices(tok, f.prompt, f.subject):
+            delta_of[f.id] = (
+                targets.z[i, 0].float().cpu() - at_subject(loaded, f.prompt, f.subject)[0]
+            )
+    subjects = [neighbour_subject(f, nb.prompt) for f, nb in owners]
+    readable = [
+        s if s and f.id in delta_of and subject_token_indices(tok, nb.prompt, s) else None
+        for (f, nb), s in zip(owners, subjects, strict=True)
+    ]
+    unedited = [
+        at_subject(loaded, nb.prompt, s) if s else None
+        for (_, nb), s in zip(owners, readable, strict=True)
+    ]
+    margins = []
+    for _, nb in owners:
+        ids = tok(nb.prompt, return_tensors="pt")
+        with torch.no_grad():
+            logp = torch.log_softmax(loaded.model(**ids).logits[0, -1].float(), -1)
+        top2 = logp.topk(2).values
+        margins.append(float(top2[0] - top2[1]))
+    base = snapshot(loaded.adapter)
+    try:
+        apply_delta(
+            loaded.adapter, editor.solve(editor.joint_rows(reqs, targets.z), len(reqs)), base
+        )
+        after = greedy(loaded, prompts, n_tokens)
+        edited = [
+            at_subject(loaded, nb.prompt, s) if s else None
+            for (_, nb), s in zip(owners, readable, strict=True)
+        ]
+    finally:
+        restore(loaded.adapter, base)
+    rows = []
+    for k, ((fact, nb), b, a) in enumerate(zip(owners, before, after, strict=True)):
+        reach = along = None
+        was, now = unedited[k], edited[k]
+        if was is not None and now is not None:
+            dz, delta = now[0] - was[0], delta_of[fact.id]
+            reach = float(dz.norm() / delta.norm())
+            along = float(torch.nn.functional.cosine_similarity(dz, delta, dim=0))
+        rows.append(
+            {
+                "before": b,
+                "after": a,
+                "margin": margins[k],
+                "reach": reach,
+                "along": along,
+                "changed": {
+                    "prompt": nb.prompt,
+                    "fact": fact.prompt + " → " + fact.target,
+                    "before": tok.decode(b),
+                    "after": tok.decode(a),
+                },
+            }
+        )
+    return rows
+
+
+def tally(
+    tok: Any,
+    chosen: list[Any],
+    fact: Any,
+    nb: Any,
+    row: dict[str, Any],
+    counts: Counter[tuple[str, str]],
+    same: Counter[str],
+    known: Counter[str],
+) -> tuple[str, str]:
+    """(own / shared token, what the neighbour says now) of one neighbour, counted."""
+    _, shared = last_token_sharing(tok, chosen)
+    targets = {f.id: first_token(tok, f.prompt, f.target) for f in chosen}
+    relation_of = {f.id: f.relation for f in chosen}
+    edited_subjects = {f.subject for f in chosen if f.subject}
+    b, a = row["before"], row["after"]
+    kind = "shared token" if shared.get(nb.prompt) else "own token"
+    if neighbour_subject(fact, nb.prompt) in edited_subjects:
+        same["all"] += 1
+        same["kept"] += a == b
+    if nb.answer and b[0] == first_token(tok, nb.prompt, nb.answer):
+        known["known"] += 1
+        known["kept"] += a[0] == b[0]
+        known["fact target"] += a[0] == targets[fact.id]
+    if a == b:
+        why = "kept"
+    elif a[0] == targets[fact.id]:
+        why = "its fact's target"
+    elif a[0] in {t for i, t in targets.items() if relation_of[i] == fact.relation}:
+        why = "another edit's target, same relation"
+    elif a[0] in set(targets.values()):
+        why = "another edit's target, other relation"
+    elif a[0] == b[0]:
+        why = "same first token, later tokens differ"
+    else:
+        why = "something else"
+    counts[(kind, why)] += 1
+    return kind, why
+
+
+def print_placed(placed: list[dict[str, Any]]) -> None:
+    """Kept (all compared tokens), reach and along, by kind and by unedited margin."""
+    if not placed:
+        return
+    print("\n| neighbours | margin (nats) | n | kept | reach ‖Δz‖/‖δ‖ | along cos(Δz, δ) |")
+    print("|---|---|---|---|---|---|")
+    for kind in ("own token", "shared token"):
+        rows = [r for r in placed if r["kind"] == kind]
+        bins = sorted(
+            {margin_bin(r["margin"]) for r in rows}, key=lambda b: float(b[1:].split(",")[0])
+        )
+        for label, part in [
+            ("all", rows),
+            *((b, [r for r in rows if margin_bin(r["margin"]) == b]) for b in bins),
+        ]:
+            if not part:
+                continue
+            kept = sum(r["before"] == r["after"] for r in part) / len(part)
+            reach = sum(r["reach"] for r in part) / len(part)
+            along = sum(r["along"] for r in part) / len(part)
+            print(f"| {kind} | {label} | {len(part)} | {kept:.3f} | {reach:.3f} | {along:.3f} |")
 
 
 if __name__ == "__main__":
