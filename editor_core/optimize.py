@@ -439,11 +439,11 @@ class _Reached(Exception):
     """Raised by a recording hook to end a forward pass whose upper layers are not needed."""
 
 
-def _run_to_block(model: Any, batch: EditBatch) -> None:
-    """Forward `batch` until a recording `_at_block` hook has what it needs (the layers
-    above the last edited one and the LM head are most of a forward pass)."""
+def _run_to_block(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """Forward a batch until a recording hook (`_at_block`, `_below`) has what it needs
+    (the layers above the last edited one and the LM head are most of a forward pass)."""
     try:
-        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _Reached:
         return
     raise RuntimeError("the forward pass never reached the recording block")
@@ -497,13 +497,9 @@ def _below(
     handle = block.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    except _Reached:
-        pass
+            _run_to_block(model, input_ids, attention_mask)
     finally:
         handle.remove()
-    if "out" not in seen:
-        raise RuntimeError("the forward pass never reached the recording block")
     out = seen["out"]
     is_tuple = isinstance(out, tuple)
     return _Below(_block_output(out).detach(), tuple(out[1:]) if is_tuple else (), is_tuple)
@@ -798,7 +794,7 @@ def _residual_targets(
     n_groups = int(group.max()) + 1
     block = adapter.blocks()[adapter.layers[-1]]
     with torch.no_grad(), _at_block(block, chunk.rows, chunk.pos) as seen:
-        _run_to_block(model, chunk.batch)
+        _run_to_block(model, chunk.batch.input_ids, chunk.batch.attention_mask)
     z_base = seen["z"]  # (B·P, H)
     # each group's own scale (RMS element of its residuals), so no group depends on another
     size = torch.bincount(group, minlength=n_groups).float()  # (G,) facts per group
@@ -878,7 +874,7 @@ def _run_keyed(
         _at_block(block, rows, pos) as seen,
         _keys_at(adapter, rows, pos) as io,
     ):
-        _run_to_block(adapter.model, batch)
+        _run_to_block(adapter.model, batch.input_ids, batch.attention_mask)
     return seen["z"], io
 
 
