@@ -440,7 +440,7 @@ class _Reached(Exception):
 
 
 def _run_to_block(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-    """Forward a batch until a recording hook (`_at_block`, `_below`) has what it needs
+    """Forward a batch until `_below`'s recording hook has what it needs
     (the layers above the last edited one and the LM head are most of a forward pass)."""
     try:
         model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
@@ -451,25 +451,6 @@ def _run_to_block(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
 
 def _block_output(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
-
-
-@contextmanager
-def _at_block(
-    block: nn.Module, rows: torch.Tensor, pos: torch.Tensor
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the block's output (the residual stream) at (rows, pos), fp32 (B, H), and end
-    the forward pass there: run it with `_run_to_block`."""
-    seen: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _args: tuple, output: Any) -> Any:
-        seen["z"] = _block_output(output)[rows, pos].detach().float()
-        raise _Reached  # nothing above this block is needed
-
-    handle = block.register_forward_hook(hook)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 @dataclass
@@ -487,7 +468,8 @@ class _Below:
 def _below(
     model: Any, block: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> _Below:
-    """Run a batch up to `block` (the caller's autocast applies, as at the steps)."""
+    """Run a batch up to `block` (the caller's autocast and weight shifts apply); the
+    forward pass ends there."""
     seen: dict[str, Any] = {}
 
     def hook(_m: nn.Module, _args: tuple, output: Any) -> Any:
@@ -793,9 +775,8 @@ def _residual_targets(
     n_var = len(cfg.prefixes)
     n_groups = int(group.max()) + 1
     block = adapter.blocks()[adapter.layers[-1]]
-    with torch.no_grad(), _at_block(block, chunk.rows, chunk.pos) as seen:
-        _run_to_block(model, chunk.batch.input_ids, chunk.batch.attention_mask)
-    z_base = seen["z"]  # (B·P, H)
+    below = _below(model, block, chunk.batch.input_ids, chunk.batch.attention_mask)
+    z_base = below.h[chunk.rows, chunk.pos].float()  # (B·P, H)
     # each group's own scale (RMS element of its residuals), so no group depends on another
     size = torch.bincount(group, minlength=n_groups).float()  # (G,) facts per group
     ms = z_base.view(n_facts, n_var * n_tok, -1).pow(2).mean((1, 2))  # (F,)
@@ -868,14 +849,9 @@ def _run_keyed(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """With `shifts` applied: the residual after `block` (B, H) and every edited module's
     input (its key, (B, d_in)) at (rows, pos)."""
-    with (
-        torch.no_grad(),
-        shifted(adapter, shifts),
-        _at_block(block, rows, pos) as seen,
-        _keys_at(adapter, rows, pos) as io,
-    ):
-        _run_to_block(adapter.model, batch.input_ids, batch.attention_mask)
-    return seen["z"], io
+    with torch.no_grad(), shifted(adapter, shifts), _keys_at(adapter, rows, pos) as io:
+        below = _below(adapter.model, block, batch.input_ids, batch.attention_mask)
+    return below.h[rows, pos].float(), io
 
 
 def _adam_on_residual(
