@@ -42,6 +42,7 @@ from editor_core.evaluate import (
     MARGIN_EDGES,
     greedy_tokens,
     last_token_sharing,
+    margin_bins,
     requests_of,
     sample_draws,
 )
@@ -63,16 +64,19 @@ def first_token(tok: Any, prompt: str, answer: str) -> int:
     return tokenize_pair(tok, prompt, answer)[1][0]
 
 
-def at_subject(loaded: Any, prompt: str, subject: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the residual after the last edited layer at the subject's last token (H,), the
-    next-token log-probabilities after the prompt (V,))."""
+def at_subject(
+    loaded: Any, prompt: str, subject: str | None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(the residual after the last edited layer at the subject's last token (H,), None
+    without a subject; the next-token log-probabilities after the prompt (V,))."""
     tok, adapter = loaded.tokenizer, loaded.adapter
     ids = tok(prompt, return_tensors="pt").to(next(loaded.model.parameters()).device)
-    at = subject_token_indices(tok, prompt, subject)[-1]
+    at = subject_token_indices(tok, prompt, subject)[-1] if subject else None
     seen: dict[str, torch.Tensor] = {}
 
     def hook(_m: Any, _a: Any, out: Any) -> None:
-        seen["z"] = (out[0] if isinstance(out, tuple) else out)[0, at].detach().float().cpu()
+        if at is not None:
+            seen["z"] = (out[0] if isinstance(out, tuple) else out)[0, at].detach().float().cpu()
 
     handle = adapter.blocks()[adapter.layers[-1]].register_forward_hook(hook)
     try:
@@ -80,13 +84,7 @@ def at_subject(loaded: Any, prompt: str, subject: str) -> tuple[torch.Tensor, to
             logits = loaded.model(**ids).logits[0, -1].float()
     finally:
         handle.remove()
-    return seen["z"], torch.log_softmax(logits, -1).cpu()
-
-
-def margin_bin(margin: float) -> str:
-    lo = max([0.0, *(e for e in MARGIN_EDGES if e <= margin)])
-    hi = min([float("inf"), *(e for e in MARGIN_EDGES if e > margin)])
-    return f"[{lo:g}, {hi:g})"
+    return seen.get("z"), torch.log_softmax(logits, -1).cpu()
 
 
 def main() -> int:
@@ -130,8 +128,9 @@ def main() -> int:
                 raise SystemExit("these facts carry no neighbourhood prompts")
             total += len(owners)
             rows = draw_rows(loaded, editor, chosen, owners, args.tokens)
+            edits = EditsOf(tok, chosen)
             for (fact, nb), row in zip(owners, rows, strict=True):
-                kind, why = tally(tok, chosen, fact, nb, row, counts, same, known)
+                kind, why = tally(tok, edits, fact, nb, row, counts, same, known)
                 if row["reach"] is not None:
                     placed.append({"kind": kind, **row})
                 if why != "kept":
@@ -179,25 +178,18 @@ def draw_rows(
     delta_of = {}  # fact id → δ (H,): its plain prompt's target minus its residual now
     for i, f in enumerate(chosen):
         if f.subject and subject_token_indices(tok, f.prompt, f.subject):
-            delta_of[f.id] = (
-                targets.z[i, 0].float().cpu() - at_subject(loaded, f.prompt, f.subject)[0]
-            )
+            z_now = at_subject(loaded, f.prompt, f.subject)[0]
+            assert z_now is not None
+            delta_of[f.id] = targets.z[i, 0].float().cpu() - z_now
     subjects = [neighbour_subject(f, nb.prompt) for f, nb in owners]
     readable = [
         s if s and f.id in delta_of and subject_token_indices(tok, nb.prompt, s) else None
         for (f, nb), s in zip(owners, subjects, strict=True)
     ]
     unedited = [
-        at_subject(loaded, nb.prompt, s) if s else None
-        for (_, nb), s in zip(owners, readable, strict=True)
+        at_subject(loaded, nb.prompt, s) for (_, nb), s in zip(owners, readable, strict=True)
     ]
-    margins = []
-    for _, nb in owners:
-        ids = tok(nb.prompt, return_tensors="pt")
-        with torch.no_grad():
-            logp = torch.log_softmax(loaded.model(**ids).logits[0, -1].float(), -1)
-        top2 = logp.topk(2).values
-        margins.append(float(top2[0] - top2[1]))
+    margins = [float(top[0] - top[1]) for top in (u[1].topk(2).values for u in unedited)]
     base = snapshot(loaded.adapter)
     try:
         apply_delta(
@@ -205,7 +197,7 @@ def draw_rows(
         )
         after = greedy(loaded, prompts, n_tokens)
         edited = [
-            at_subject(loaded, nb.prompt, s) if s else None
+            at_subject(loaded, nb.prompt, s)[0] if s else None
             for (_, nb), s in zip(owners, readable, strict=True)
         ]
     finally:
@@ -213,9 +205,9 @@ def draw_rows(
     rows = []
     for k, ((fact, nb), b, a) in enumerate(zip(owners, before, after, strict=True)):
         reach = along = None
-        was, now = unedited[k], edited[k]
+        was, now = unedited[k][0], edited[k]
         if was is not None and now is not None:
-            dz, delta = now[0] - was[0], delta_of[fact.id]
+            dz, delta = now - was, delta_of[fact.id]
             reach = float(dz.norm() / delta.norm())
             along = float(torch.nn.functional.cosine_similarity(dz, delta, dim=0))
         rows.append(
@@ -236,9 +228,21 @@ def draw_rows(
     return rows
 
 
+class EditsOf:
+    """What one draw's edits are, for sorting its neighbours: which neighbourhood prompts
+    share an edited subject's last token, each fact's first target token and relation, and
+    the edited subjects."""
+
+    def __init__(self, tok: Any, chosen: list[Any]) -> None:
+        _, self.shared = last_token_sharing(tok, chosen)
+        self.targets = {f.id: first_token(tok, f.prompt, f.target) for f in chosen}
+        self.relation_of = {f.id: f.relation for f in chosen}
+        self.subjects = {f.subject for f in chosen if f.subject}
+
+
 def tally(
     tok: Any,
-    chosen: list[Any],
+    edits: EditsOf,
     fact: Any,
     nb: Any,
     row: dict[str, Any],
@@ -247,13 +251,10 @@ def tally(
     known: Counter[str],
 ) -> tuple[str, str]:
     """(own / shared token, what the neighbour says now) of one neighbour, counted."""
-    _, shared = last_token_sharing(tok, chosen)
-    targets = {f.id: first_token(tok, f.prompt, f.target) for f in chosen}
-    relation_of = {f.id: f.relation for f in chosen}
-    edited_subjects = {f.subject for f in chosen if f.subject}
+    targets, relation_of = edits.targets, edits.relation_of
     b, a = row["before"], row["after"]
-    kind = "shared token" if shared.get(nb.prompt) else "own token"
-    if neighbour_subject(fact, nb.prompt) in edited_subjects:
+    kind = "shared token" if edits.shared.get(nb.prompt) else "own token"
+    if neighbour_subject(fact, nb.prompt) in edits.subjects:
         same["all"] += 1
         same["kept"] += a == b
     if nb.answer and b[0] == first_token(tok, nb.prompt, nb.answer):
@@ -277,26 +278,33 @@ def tally(
 
 
 def print_placed(placed: list[dict[str, Any]]) -> None:
-    """Kept (all compared tokens), reach and along, by kind and by unedited margin."""
+    """Kept (all compared tokens), reach and along, by kind and by unedited margin
+    (`evaluate.margin_bins`)."""
     if not placed:
         return
     print("\n| neighbours | margin (nats) | n | kept | reach ‖Δz‖/‖δ‖ | along cos(Δz, δ) |")
     print("|---|---|---|---|---|---|")
     for kind in ("own token", "shared token"):
         rows = [r for r in placed if r["kind"] == kind]
-        bins = sorted(
-            {margin_bin(r["margin"]) for r in rows}, key=lambda b: float(b[1:].split(",")[0])
+        if not rows:
+            continue
+        margin = torch.tensor([r["margin"] for r in rows])
+        cols = {
+            "kept": torch.tensor([float(r["before"] == r["after"]) for r in rows]),
+            "reach": torch.tensor([r["reach"] for r in rows]),
+            "along": torch.tensor([r["along"] for r in rows]),
+        }
+        print(
+            f"| {kind} | all | {len(rows)} | "
+            + " | ".join(f"{float(c.mean()):.3f}" for c in cols.values())
+            + " |"
         )
-        for label, part in [
-            ("all", rows),
-            *((b, [r for r in rows if margin_bin(r["margin"]) == b]) for b in bins),
-        ]:
-            if not part:
-                continue
-            kept = sum(r["before"] == r["after"] for r in part) / len(part)
-            reach = sum(r["reach"] for r in part) / len(part)
-            along = sum(r["along"] for r in part) / len(part)
-            print(f"| {kind} | {label} | {len(part)} | {kept:.3f} | {reach:.3f} | {along:.3f} |")
+        by = {k: margin_bins(c, margin, MARGIN_EDGES) for k, c in cols.items()}
+        for i, b in enumerate(by["kept"]):
+            n = round(b["share"] * len(rows))
+            if n:
+                cells = " | ".join(f"{by[k][i]['ls']:.3f}" for k in cols)
+                print(f"| {kind} | [{b['lo']:g}, {b['hi']:g}) | {n} | {cells} |")
 
 
 if __name__ == "__main__":
