@@ -285,6 +285,11 @@ def main() -> int:
     missing = [a for a in needed if not getattr(args, a)]
     if missing:
         p.error("the following arguments are required: " + ", ".join(f"--{a}" for a in missing))
+    wanted = list(range(args.draws))
+    if args.only_draws:
+        wanted = [int(x) for x in args.only_draws.split(",") if x.strip()]
+        if any(d < 0 or d >= args.draws for d in wanted):
+            p.error(f"--only-draws {args.only_draws}: each must be in 0..{args.draws - 1}")
     done = set()
     if rows_path.exists():
         for line in rows_path.read_text(encoding="utf-8").splitlines():
@@ -361,11 +366,6 @@ def main() -> int:
     base = snapshot(loaded.adapter)
     base_cfg = editor.config
 
-    wanted = range(args.draws)
-    if args.only_draws:
-        wanted = [int(x) for x in args.only_draws.split(",") if x.strip()]
-        if any(d < 0 or d >= args.draws for d in wanted):
-            raise SystemExit(f"--only-draws {args.only_draws}: each must be in 0..{args.draws - 1}")
     runs: list[tuple[int, int, list[Any]]] = []
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
         sets = sample_draws(facts, n, args.seed, args.draws)
