@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from editor_core.adapters import ModelAdapter
+from editor_core.anchors import anchor_pairs
 from editor_core.encoding import (
     EditBatch,
     EditRequest,
@@ -139,6 +140,16 @@ class ValueOptConfig:
     # each request's prompts are used, the first ones (None: all).  0: off.
     keep_weight: float = 0.0
     keep_max: int | None = None
+    # The same penalty on look-alike subjects: each request's prompt with its subject's
+    # first words swapped for a fictional name ending in the subject's own last word
+    # ("Calderon College" → "Alwina College", `anchors.substitutes`), `lookalikes` of them.
+    # The δ is applied at the look-alike's keyed tokens — where the spread puts much of it,
+    # since the two keys nearly coincide at every edited layer (scripts/collision_geometry.py)
+    # — and lookalike_weight × the mean KL of the next token there joins the group's loss:
+    # the δ is asked to carry the new answer only together with the subject's start, which
+    # the layers above the edit still read.  Subjects of one word have no look-alike.  0: off.
+    lookalike_weight: float = 0.0
+    lookalikes: int = 2
     # Each request's first paraphrase_max paraphrases (EditRequest.paraphrases: the fact in
     # other words, sent with the edit) join its loss as contexts: the δ is optimised for
     # the mean target NLL over the edit's contexts and these, so it carries the fact, not
@@ -178,6 +189,11 @@ class ValueOptConfig:
             raise ValueError(f"paraphrase_max {self.paraphrase_max} must be ≥ 0")
         if self.paraphrase_keys < 0:
             raise ValueError(f"paraphrase_keys {self.paraphrase_keys} must be ≥ 0")
+        if self.lookalike_weight < 0 or self.lookalikes < 0:
+            raise ValueError(
+                f"lookalike_weight {self.lookalike_weight} and lookalikes {self.lookalikes} "
+                "must be ≥ 0"
+            )
         if self.keep_max is not None and self.keep_max < 0:
             raise ValueError(f"keep_max {self.keep_max} must be ≥ 0 or None")
         if self.max_norm_per_doubling < 0:
@@ -538,8 +554,9 @@ class _Chunk:
     keyed: torch.Tensor  # (B·P,) bool: the slot is its fact's in every context (else no δ, no row)
     n_facts: int
     n_tokens: int  # P, keyed subject tokens per fact
-    # the drift penalties' prompts: essence prompts (essence_weight > 0) and the requests'
-    # keep prompts (keep_weight > 0), each set with its weight
+    # the drift penalties' prompts: essence prompts (essence_weight > 0), the requests'
+    # keep prompts (keep_weight > 0) and look-alike prompts (lookalike_weight > 0), each
+    # set with its weight
     drift: tuple[_Drift, ...] = ()
     also: _Also | None = None  # the requests' paraphrases (paraphrase_max > 0)
 
@@ -569,8 +586,8 @@ class _Chunk:
 
 @dataclass
 class _Drift:
-    """Prompts about a chunk's subjects whose next token the δs must leave alone (E prompts,
-    right-padded: essence prompts, or the requests' keep prompts), their keyed slots (E·P,)
+    """Prompts whose next token the δs must leave alone (E prompts, right-padded: essence
+    prompts, the requests' keep prompts or look-alike prompts), their keyed slots (E·P,)
     like the chunk's, the penalty's weight, and the unedited model's next-token
     log-probabilities after each (set by `_adam_on_residual`)."""
 
@@ -639,17 +656,37 @@ def _encode_also(
     )
 
 
-def _essence_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[str]]:
+# a drift prompt and the name in it whose tokens the δs are added at
+_Named = tuple[str, str]
+
+
+def _essence_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[_Named]]:
     """Per request, `cfg.essence_prompts` filled with its subject ([] without one)."""
-    return [
-        [t.replace("{subject}", r.subject.strip()) for t in cfg.essence_prompts]
-        if r.subject and r.subject.strip()
-        else []
-        for r in requests
-    ]
+    out: list[list[_Named]] = []
+    for r in requests:
+        s = (r.subject or "").strip()
+        out.append([(t.replace("{subject}", s), s) for t in cfg.essence_prompts] if s else [])
+    return out
 
 
-def _keep_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[str]]:
+def _lookalike_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[_Named]]:
+    """Per request, `cfg.lookalikes` prompts asking its question of a look-alike subject
+    (another first word, the subject's last word: `anchors.anchor_pairs`), none that names
+    a subject edited in the chunk; [] for a subject of one word or none."""
+    edited = {(r.subject or "").strip().casefold() for r in requests}
+    out: list[list[_Named]] = []
+    for r in requests:
+        s = (r.subject or "").strip()
+        pairs = (
+            anchor_pairs(r.prompt, s, cfg.lookalikes, kind="same_last_word")
+            if len(s.split()) > 1
+            else []
+        )
+        out.append([(p, name) for p, name in pairs if name.casefold() not in edited])
+    return out
+
+
+def _keep_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[list[_Named]]:
     """Per request, its first `cfg.keep_max` keep prompts, less any that a request of the
     chunk naming the same subject asks to change (its prompt, `normalise_prompt`): the
     group's δ must change that one, so it cannot also be kept.  (A keep prompt that asks
@@ -658,11 +695,11 @@ def _keep_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[li
     for r in requests:
         if r.subject and r.subject.strip():
             edited.setdefault(r.subject.strip(), set()).add(normalise_prompt(r.prompt))
-    out = []
+    out: list[list[_Named]] = []
     for r in requests:
         subject = (r.subject or "").strip()
         own = edited.get(subject, set())
-        keep = [k for k in r.keep[: cfg.keep_max] if normalise_prompt(k) not in own]
+        keep = [(k, subject) for k in r.keep[: cfg.keep_max] if normalise_prompt(k) not in own]
         out.append(keep if subject else [])
     return out
 
@@ -670,20 +707,20 @@ def _keep_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[li
 def _encode_drift(
     tokenizer: Any,
     requests: Sequence[EditRequest],
-    texts: list[list[str]],
+    texts: list[list[_Named]],
     cfg: ValueOptConfig,
     keyed: torch.Tensor,
     weight: float,
 ) -> _Drift | None:
-    """`texts[f]` (prompts naming request f's subject) keyed at the subject tokens the
-    request's own δs are (`keyed`: (F·P,) the chunk's `fact_keyed`); a prompt the subject
-    is not found in is left out; None when none is left."""
+    """`texts[f]` (request f's drift prompts, each with the name in it: the subject, or a
+    look-alike) keyed at that name's tokens as the request's own δs are at its subject's
+    (`keyed`: (F·P,) the chunk's `fact_keyed`); a prompt the name is not found in is left
+    out; None when none is left."""
     device = keyed.device
     ids, pos, fact = [], [], []
-    for f, r in enumerate(requests):
-        subject = (r.subject or "").strip()
-        for text in texts[f]:
-            at = [subject_token_index(tokenizer, text, subject, w) for w in cfg.subject_tokens]
+    for f in range(len(requests)):
+        for text, name in texts[f]:
+            at = [subject_token_index(tokenizer, text, name, w) for w in cfg.subject_tokens]
             if any(a is None for a in at):
                 continue
             ids.append(list(tokenizer(text, add_special_tokens=True)["input_ids"]))
@@ -756,7 +793,11 @@ def _encode_chunk(
     chunk = _Chunk(batch, rows, at.reshape(-1), fresh.reshape(-1), len(requests), n_tok)
     drift = [
         _encode_drift(tokenizer, requests, texts(requests, cfg), cfg, chunk.fact_keyed, weight)
-        for texts, weight in ((_essence_texts, cfg.essence_weight), (_keep_texts, cfg.keep_weight))
+        for texts, weight in (
+            (_essence_texts, cfg.essence_weight),
+            (_keep_texts, cfg.keep_weight),
+            (_lookalike_texts, cfg.lookalike_weight),
+        )
         if weight > 0
     ]
     chunk.drift = tuple(d for d in drift if d is not None)

@@ -182,6 +182,19 @@ def main() -> int:
         "value_opt.keep_weight; 0 = off)",
     )
     p.add_argument(
+        "--lookalike-weight",
+        type=float,
+        default=None,
+        help="the same penalty on look-alike subjects (another first word, the subject's "
+        "last word) asked the edit's question (value_opt.lookalike_weight; 0 = off)",
+    )
+    p.add_argument(
+        "--lookalikes",
+        type=int,
+        default=None,
+        help="look-alike prompts per edit (value_opt.lookalikes)",
+    )
+    p.add_argument(
         "--keep-max",
         type=int,
         default=None,
@@ -330,6 +343,8 @@ def main() -> int:
         "essence_weight": args.essence_weight,
         "keep_weight": args.keep_weight,
         "keep_max": args.keep_max,
+        "lookalike_weight": args.lookalike_weight,
+        "lookalikes": args.lookalikes,
         "paraphrase_max": args.paraphrase_max,
         "paraphrase_keys": args.paraphrase_keys,
         "max_norm": args.value_max_norm,
@@ -479,6 +494,8 @@ def targets_tag(vo: ValueOptConfig, n_edits: int | None = None) -> str:
         tag += f", keep {vo.keep_weight:g}" + (
             f" ≤{vo.keep_max}" if vo.keep_max is not None else ""
         )
+    if vo.lookalike_weight != default.lookalike_weight:
+        tag += f", lookalikes {vo.lookalikes}×{vo.lookalike_weight:g}"
     if vo.paraphrase_max != default.paraphrase_max:
         tag += f", {vo.paraphrase_max} paraphrases"
     if vo.stop_loss != default.stop_loss:

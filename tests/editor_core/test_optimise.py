@@ -22,6 +22,7 @@ from editor_core.optimize import (
     _block_output,
     _encode_chunk,
     _from_below,
+    _lookalike_texts,
     _residual_at_top,
     in_context,
     key_positions,
@@ -703,6 +704,98 @@ def test_keep_prompts_hold_the_subjects_other_facts_closer_to_the_unedited_model
     free, held = drift(0.0), drift(10.0)
     assert free > 0 and held < 0.5 * free
     assert drift(10.0, keep_max=0) == pytest.approx(free)  # no prompt used: no penalty
+
+
+def two_word_subject_facts(n: int) -> list[EditRequest]:
+    """ "The R of S1 S2 is T" with the two-word subject S1 S2 named (distinct subjects)."""
+    return [
+        EditRequest(
+            f"The {W[1]} of {W[5 + i]} {W[11 + i]} is", W[22 + i], f"{W[5 + i]} {W[11 + i]}"
+        )
+        for i in range(n)
+    ]
+
+
+def test_lookalike_prompts_ask_the_edits_question_of_a_name_ending_like_its_subject() -> None:
+    """`_lookalike_texts`: per request, `lookalikes` prompts with another first word before
+    its subject's last word, keyed at that name; none for a one-word subject, and none that
+    names a subject edited beside it."""
+    with pytest.raises(ValueError, match="lookalike"):
+        ValueOptConfig(lookalike_weight=-1.0)
+    with pytest.raises(ValueError, match="lookalike"):
+        ValueOptConfig(lookalikes=-1)
+    cfg = replace(OPT, lookalike_weight=1.0, lookalikes=3)
+    reqs = [
+        EditRequest(
+            "Where is Calderon College? Calderon College is in", "Rome", "Calderon College"
+        ),
+        EditRequest("The capital of France is", "Rome", "France"),
+        EditRequest("The motto of X is", "Y", None),
+    ]
+    texts = _lookalike_texts(reqs, cfg)
+    assert texts == _lookalike_texts(reqs, cfg)  # a hash of the request, not a random draw
+    assert [len(t) for t in texts] == [3, 0, 0]
+    for prompt, name in texts[0]:
+        assert name.endswith(" College") and name != "Calderon College"
+        assert prompt == f"Where is {name}? {name} is in"
+    # a look-alike that is itself edited in the chunk is not asked to keep its answer
+    taken = texts[0][0][1]
+    both = [reqs[0], EditRequest(f"{taken} is in", "Oslo", taken)]
+    assert taken not in {name for _p, name in _lookalike_texts(both, cfg)[0]}
+
+
+def test_lookalike_penalty_holds_the_lookalikes_closer_to_the_unedited_model() -> None:
+    """`lookalike_weight`: each δ is also applied at a look-alike subject's tokens in the
+    edit's prompt and the KL of the next token there joins its loss, so the edited model —
+    whose solve reaches the look-alike through the key it shares — drifts less there, and
+    the edits still land."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    tok = loaded.tokenizer
+    with torch.no_grad():  # sharper next-token distributions: edits land, drift shows
+        loaded.model.get_output_embeddings().weight.mul_(30.0)
+    reqs = two_word_subject_facts(4)
+    cfg = replace(OPT, bf16=False, lookalikes=2)
+    prompts = [
+        p
+        for pairs in _lookalike_texts(reqs, replace(cfg, lookalike_weight=1.0))
+        for p, _name in pairs
+    ]
+    assert len(prompts) == 8
+    (look,) = _encode_chunk(
+        loaded.adapter, tok, reqs, replace(cfg, lookalike_weight=2.0), None
+    ).drift
+    assert look.weight == 2.0 and look.fact.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+    def logprobs(prompt: str) -> torch.Tensor:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return torch.log_softmax(loaded.model(ids).logits[0, -1].float(), -1)
+
+    base = {p: logprobs(p) for p in prompts}
+
+    def target_logprob(r: EditRequest) -> float:
+        first = tok(" " + r.target, add_special_tokens=False).input_ids[0]
+        return float(logprobs(r.prompt)[first])
+
+    unedited = sum(target_logprob(r) for r in reqs) / len(reqs)
+
+    def edited(weight: float) -> tuple[float, float]:
+        """(mean KL at the look-alike prompts, mean rise of the target's log-probability)."""
+        editor = optimising(loaded, value_opt=replace(cfg, lookalike_weight=weight))
+        masters = snapshot(loaded.adapter)
+        try:
+            apply_delta(loaded.adapter, editor.compute_delta(reqs), masters)
+            kls = [float((b.exp() * (b - logprobs(p))).sum()) for p, b in base.items()]
+            rise = sum(target_logprob(r) for r in reqs) / len(reqs) - unedited
+        finally:
+            restore(loaded.adapter, masters)
+        return sum(kls) / len(kls), rise
+
+    # (a random tiny model barely reads a change at an earlier token, so its edits do not
+    # land outright — `test_optimised_edits_land_and_the_model_is_restored` — but they move)
+    (free, rise_free), (held, rise_held) = edited(0.0), edited(10.0)
+    assert free > 0 and held < 0.5 * free
+    assert rise_free > 1.0 and rise_held > 0.5 * rise_free
 
 
 def test_keep_prompts_that_another_edit_of_the_subject_changes_are_dropped() -> None:
