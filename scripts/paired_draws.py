@@ -7,6 +7,10 @@ paired differences (B − A) and a 95 % percentile-bootstrap interval for it (re
 draws), over the draws both runs measured with the same facts (`fact_ids`).
 
     python scripts/paired_draws.py out/v20_val16_shipped out/v20_val16_pin300 [--set facts]
+
+A run is a `factpatch eval --out` folder (results.json) or a `scripts/mu_sweep.py --out`
+folder (rows.jsonl, one setting per μ: draw k of one N is the same facts in every sweep
+with the same --seed, so rows pair by their draw).
 """
 
 from __future__ import annotations
@@ -24,7 +28,19 @@ EXTRA = ("ls_nb_shared_token", "ls_nb_own_token", "ls_same_subject")
 
 
 def draws_of(run: Path, name: str) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    """{(editor, N): the draws} of one run's simultaneous results in set `name`."""
+    """{(editor, N): the draws} of one run's simultaneous results in set `name`; of a
+    mu_sweep folder, {("μ M", N): its rows}, each given its draw as `fact_ids`."""
+    sweep = run / "rows.jsonl"
+    if not (run / "results.json").exists() and sweep.exists():
+        out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for line in sweep.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            rows = out.setdefault((f"μ {r['mu']:g}", int(r["n"])), [])
+            draw = r.get("draw", 0)
+            if any(x["fact_ids"] == [draw] for x in rows):
+                raise SystemExit(f"{sweep}: two settings at μ {r['mu']:g}, N {r['n']}, draw {draw}")
+            rows.append({**r, "fact_ids": [draw]})
+        return out
     res = json.loads((run / "results.json").read_text(encoding="utf-8"))[name]["simultaneous"]
     return {
         (editor, int(n)): m.get("draws", [m])
@@ -63,7 +79,9 @@ def paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, A
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", type=Path, help="the reference run (factpatch eval --out)")
+    ap.add_argument(
+        "a", type=Path, help="the reference run (factpatch eval --out, or mu_sweep.py --out)"
+    )
     ap.add_argument("b", type=Path, help="the run compared with it, on the same draws")
     ap.add_argument("--set", default="facts", help="facts or realworld")
     args = ap.parse_args()
