@@ -146,6 +146,7 @@ class JobQueue:
             "edit_ids": json.loads(d["edit_ids"]),
             "edits": json.loads(d["edits"]),
             "results": json.loads(d.get("results") or "[]"),
+            "verified": "results" in d,
             "error": d.get("error") or None,
             "created": float(d["created"]),
             "updated": float(d["updated"]),

@@ -90,6 +90,11 @@ class JobOut(BaseModel):
     version: int | None = None
     edit_ids: list[str]
     results: list[EditResult] = Field(default_factory=list)
+    verified: bool = Field(
+        default=False,
+        description="the worker has checked the job's edits on the new weights and stored "
+        "`results` (right after the commit, so an applied job may briefly show none)",
+    )
     error: str | None = None
     created: float
     updated: float

@@ -108,9 +108,7 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/edits/{job_id}").json()
-        if job["status"] == "failed" or (
-            job["status"] == "applied" and (job["kind"] == "withdraw" or job["results"])
-        ):
+        if job["status"] == "failed" or (job["status"] == "applied" and job["verified"]):
             return job
         time.sleep(0.1)
     raise TimeoutError(f"job {job_id} still {job['status']}")

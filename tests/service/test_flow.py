@@ -42,6 +42,7 @@ def test_edit_coalesce_pin_withdraw_rollback(client: httpx.Client, serve: Proc, 
     j1, j2 = wait_job(client, r1.json()["job_id"]), wait_job(client, r2.json()["job_id"])
     assert j1["status"] == j2["status"] == "applied"
     assert j1["version"] == j2["version"] == 1
+    assert j1["verified"] and j2["verified"]  # `results` are stored (wait_job waits for it)
     assert j1["results"][0]["success"] and j2["results"][0]["success"], (j1, j2)
     # the hyper-network editor keys where the prompt predicts: no subject is looked for
     assert (j1["results"][0]["subject"], j2["results"][0]["subject"]) == ("France", None)
@@ -76,6 +77,7 @@ def test_edit_coalesce_pin_withdraw_rollback(client: httpx.Client, serve: Proc, 
     assert r.status_code == 202, r.text
     j4 = wait_job(client, r.json()["job_id"])
     assert j4["status"] == "applied" and j4["version"] == 3
+    assert j4["verified"] and j4["results"] == []  # nothing new to check: verified at once
     v3 = client.get("/versions/3").json()
     assert v3["withdrawn_edit_ids"] == [withdrawn] and withdrawn not in v3["live_edit_ids"]
     assert _holds(client, *FACTS[0]) and _holds(client, *FACTS[2])
