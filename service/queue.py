@@ -146,7 +146,7 @@ class JobQueue:
             "edit_ids": json.loads(d["edit_ids"]),
             "edits": json.loads(d["edits"]),
             "results": json.loads(d.get("results") or "[]"),
-            "verified": "results" in d,
+            "verified": d.get("verified") == "1",
             "error": d.get("error") or None,
             "created": float(d["created"]),
             "updated": float(d["updated"]),
@@ -176,7 +176,8 @@ class JobQueue:
         self.mark(job_id, status="failed", error=message[:2000])
 
     def set_results(self, job_id: str, results: list[dict[str, Any]]) -> None:
-        self.mark(job_id, results=json.dumps(results))
+        """The worker's check of the job's edits on the new weights: the job is `verified`."""
+        self.mark(job_id, results=json.dumps(results), verified="1")
 
     # -- consumer side ------------------------------------------------------------------
     def ensure_group(self) -> None:
