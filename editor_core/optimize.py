@@ -706,20 +706,19 @@ def _keep_texts(requests: Sequence[EditRequest], cfg: ValueOptConfig) -> list[li
 
 def _encode_drift(
     tokenizer: Any,
-    requests: Sequence[EditRequest],
     texts: list[list[_Named]],
     cfg: ValueOptConfig,
     keyed: torch.Tensor,
     weight: float,
 ) -> _Drift | None:
-    """`texts[f]` (request f's drift prompts, each with the name in it: the subject, or a
-    look-alike) keyed at that name's tokens as the request's own δs are at its subject's
+    """`texts[f]` (chunk request f's drift prompts, each with the name in it: the subject, or
+    a look-alike) keyed at that name's tokens as the request's own δs are at its subject's
     (`keyed`: (F·P,) the chunk's `fact_keyed`); a prompt the name is not found in is left
     out; None when none is left."""
     device = keyed.device
     ids, pos, fact = [], [], []
-    for f in range(len(requests)):
-        for text, name in texts[f]:
+    for f, named in enumerate(texts):
+        for text, name in named:
             at = [subject_token_index(tokenizer, text, name, w) for w in cfg.subject_tokens]
             if any(a is None for a in at):
                 continue
@@ -737,7 +736,7 @@ def _encode_drift(
         mask[e, : len(x)] = 1
     facts = torch.tensor(fact, device=device)
     n_tok = len(cfg.subject_tokens)
-    slot = keyed.view(len(requests), n_tok)[facts]  # (E, P)
+    slot = keyed.view(len(texts), n_tok)[facts]  # (E, P)
     return _Drift(
         weight,
         input_ids.to(device),
@@ -792,7 +791,7 @@ def _encode_chunk(
     rows = torch.arange(len(variants), device=device).repeat_interleave(n_tok)
     chunk = _Chunk(batch, rows, at.reshape(-1), fresh.reshape(-1), len(requests), n_tok)
     drift = [
-        _encode_drift(tokenizer, requests, texts(requests, cfg), cfg, chunk.fact_keyed, weight)
+        _encode_drift(tokenizer, texts(requests, cfg), cfg, chunk.fact_keyed, weight)
         for texts, weight in (
             (_essence_texts, cfg.essence_weight),
             (_keep_texts, cfg.keep_weight),
