@@ -7,6 +7,7 @@ paired differences (B − A) and a 95 % percentile-bootstrap interval for it (re
 draws), over the draws both runs measured with the same facts (`fact_ids`).
 
     python scripts/paired_draws.py out/v20_val16_shipped out/v20_val16_pin300 [--set facts]
+    python scripts/paired_draws.py out/v23_val16 out/v23_val16 --where-a pin_weight=0 --where-b pin_weight=300
 
 A run is a `factpatch eval --out` folder (results.json) or a `scripts/mu_sweep.py --out`
 folder (rows.jsonl, one setting per μ: draw k of one N is the same facts in every sweep
@@ -27,18 +28,41 @@ from editor_core.evaluate import SPREAD_METRICS, bootstrap_ci
 EXTRA = ("ls_nb_shared_token", "ls_nb_own_token", "ls_same_subject")
 
 
-def draws_of(run: Path, name: str) -> dict[tuple[str, int], list[dict[str, Any]]]:
+def parse_where(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE filters on a mu_sweep folder's rows (VALUE read as JSON where it parses:
+    `pin_weight=300` matches 300.0)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--where {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def draws_of(
+    run: Path, name: str, where: dict[str, Any] | None = None
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
     """{(editor, N): the draws} of one run's simultaneous results in set `name`; of a
-    mu_sweep folder, {("μ M", N): its rows}, each given its draw as `fact_ids`."""
+    mu_sweep folder, {("μ M", N): its rows that match `where`}, each given its draw as
+    `fact_ids`."""
     sweep = run / "rows.jsonl"
     if not (run / "results.json").exists() and sweep.exists():
         out: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for line in sweep.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
+            if any(r.get(k) != v for k, v in (where or {}).items()):
+                continue
             rows = out.setdefault((f"μ {r['mu']:g}", int(r["n"])), [])
             draw = r.get("draw", 0)
             if any(x["fact_ids"] == [draw] for x in rows):
-                raise SystemExit(f"{sweep}: two settings at μ {r['mu']:g}, N {r['n']}, draw {draw}")
+                raise SystemExit(
+                    f"{sweep}: two settings at μ {r['mu']:g}, N {r['n']}, draw {draw} "
+                    "(choose one with --where-a / --where-b KEY=VALUE)"
+                )
             rows.append({**r, "fact_ids": [draw]})
         return out
     res = json.loads((run / "results.json").read_text(encoding="utf-8"))[name]["simultaneous"]
@@ -84,8 +108,18 @@ def main() -> None:
     )
     ap.add_argument("b", type=Path, help="the run compared with it, on the same draws")
     ap.add_argument("--set", default="facts", help="facts or realworld")
+    for side in ("a", "b"):
+        ap.add_argument(
+            f"--where-{side}",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"keep only the rows of mu_sweep folder {side.upper()} with this setting "
+            "(e.g. pin_weight=300)",
+        )
     args = ap.parse_args()
-    runs_a, runs_b = draws_of(args.a, args.set), draws_of(args.b, args.set)
+    runs_a = draws_of(args.a, args.set, parse_where(args.where_a))
+    runs_b = draws_of(args.b, args.set, parse_where(args.where_b))
     for key in sorted(runs_a.keys() & runs_b.keys()):
         rows = paired(runs_a[key], runs_b[key])
         print(f"\n{key[0]}, N = {key[1]}: {args.b.name} − {args.a.name}\n")
