@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import time
 import zlib
 from dataclasses import replace
@@ -46,7 +47,8 @@ from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
 from editor_core.data.formats import is_question
-from editor_core.editor import MalmenEditor
+from editor_core.editor import EditRows, MalmenEditor
+from editor_core.encoding import EditRequest
 from editor_core.evaluate import (
     MARGIN_EDGES,
     last_token_sharing,
@@ -59,6 +61,7 @@ from editor_core.evaluate import (
     score_edited,
     summarise_draws,
 )
+from editor_core.hooks import iter_keys
 from editor_core.loading import load_model
 from editor_core.metrics import token_accuracy
 from editor_core.optimize import ValueOptConfig
@@ -277,6 +280,23 @@ def main() -> int:
         help="template pins (pin_weight): every prompt token of an edit but its subject's "
         "joins each solve as a zero-value row of this weight; 0 = off",
     )
+    p.add_argument(
+        "--oracle-pins",
+        type=float,
+        default=0.0,
+        help="ANALYSIS, not a method: every token of the scored neighbourhood prompts (with "
+        "the continuation scored) joins each solve as a zero-value row of this weight — what "
+        "a linear update at these layers could keep of them if it knew the test prompts",
+    )
+    p.add_argument(
+        "--pool-pins",
+        type=int,
+        default=0,
+        help="with --pin-pool: each edit's prompt asked of this many pool subjects of its "
+        "relation (with their true answers) joins each solve as zero-value rows, every token",
+    )
+    p.add_argument("--pool-pin-weight", type=float, default=1000.0)
+    p.add_argument("--pin-pool", type=Path, help="facts to take --pool-pins subjects from")
     p.add_argument("--device", default="auto", help="auto: CUDA when present, else CPU")
     p.add_argument(
         "--dtype",
@@ -378,6 +398,9 @@ def main() -> int:
             f"{args.editor} does not optimise its values (values={editor.config.values})"
         )
     facts = read_facts(args.facts)
+    pool_facts = read_facts(args.pin_pool) if args.pool_pins else []
+    if args.pool_pins and not args.pin_pool:
+        p.error("--pool-pins needs --pin-pool (training facts)")
     ordinary = prepare_locality(
         loaded.model,
         loaded.tokenizer,
@@ -405,6 +428,11 @@ def main() -> int:
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
         same = prepare_locality(loaded.model, loaded.tokenizer, same_subject_prompts(facts, chosen))
+        if args.oracle_pins:
+            extra_pins(editor, oracle_texts(nb, loaded.tokenizer), args.oracle_pins)
+        elif args.pool_pins:
+            texts = pool_texts(chosen, pool_facts, args.pool_pins, args.seed + draw)
+            extra_pins(editor, texts, args.pool_pin_weight)
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
             setting = {
@@ -421,6 +449,8 @@ def main() -> int:
                 "prior_rank": args.prior_rank,
                 "hold_rank": cfg.hold_rank,
                 "pin_weight": cfg.pin_weight,
+                "oracle_pins": args.oracle_pins,
+                "pool_pins": f"{args.pool_pins}x{args.pool_pin_weight:g}" if args.pool_pins else 0,
             }
             if setting_key(setting) in done:
                 log.info("N=%d draw %d μ=%g: already in %s", n, draw, mu, rows_path)
@@ -455,6 +485,59 @@ def main() -> int:
     write_table(rows_path, args.out / "table.md")
     write_plot(rows_path, args.out / "frontier.png")
     return 0
+
+
+def oracle_texts(nb: Any, tokenizer: Any) -> list[EditRequest]:
+    """The scored neighbourhood prompts `nb`, each with the continuation scored."""
+    return [
+        EditRequest(lp.prompt, tokenizer.decode(seq[start + 1 :]))
+        for lp, seq, start in zip(nb.prompts, nb.sequences, nb.start, strict=True)
+    ]
+
+
+def pool_texts(chosen: list[Any], pool: list[Any], k: int, seed: int) -> list[EditRequest]:
+    """For each edit, its prompt asked of `k` subjects of `pool` (training facts) with the
+    same relation, each with that subject's true answer: the neighbours an editor could
+    know of without the test prompts."""
+    by_rel: dict[str, list[Any]] = {}
+    for g in pool:
+        if g.subject and g.true_answer and g.subject in g.prompt:
+            by_rel.setdefault(g.relation, []).append(g)
+    rng = random.Random(seed)
+    out = []
+    for f in chosen:
+        cands = [g for g in by_rel.get(f.relation, []) if g.subject != f.subject]
+        if not f.subject or f.subject not in f.prompt:
+            continue
+        for g in rng.sample(cands, min(k, len(cands))):
+            out.append(EditRequest(f.prompt.replace(f.subject, g.subject), g.true_answer))
+    return out
+
+
+def extra_pins(editor: MalmenEditor, texts: list[EditRequest], weight: float) -> None:
+    """Makes `editor.anchor_rows` add every token of `texts` (prompt + continuation) as
+    zero-value rows of `weight`, owned by edit 0.  With `oracle_texts` an upper bound on
+    what the solve could keep of the scored neighbours, not something an editor can do."""
+    own = type(editor).anchor_rows  # the class's, so a second draw does not stack wrappers
+    scale = weight**0.5
+
+    def with_pins(requests: Any) -> dict[str, EditRows]:
+        rows = own(editor, requests)
+        extra: dict[str, list[torch.Tensor]] = {n: [] for n in rows}
+        for _owner, keys in iter_keys(editor.adapter, editor.tokenizer, texts, all_positions=True):
+            for n in extra:
+                extra[n].append(keys[n].to(rows[n].keys.device) * scale)
+        out = {}
+        for n, r in rows.items():
+            k = torch.cat(extra[n])
+            out[n] = EditRows(
+                torch.cat([r.keys, k]),
+                torch.cat([r.values, k.new_zeros(k.shape[0], r.values.shape[1])]),
+                torch.cat([r.owner, r.owner.new_zeros(k.shape[0])]),
+            )
+        return out
+
+    editor.anchor_rows = with_pins  # type: ignore[method-assign]
 
 
 def split_by_last_token(facts: list[Any], es: list[float], tokenizer: Any) -> dict[str, float]:
@@ -531,6 +614,8 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("prior_rank"),
         r.get("hold_rank", 0),
         r.get("pin_weight", 0.0),
+        r.get("oracle_pins", 0.0),
+        r.get("pool_pins", 0),
     )
 
 
@@ -541,6 +626,8 @@ def _targets(r: dict[str, Any]) -> str:
     pk = f", paraphrase keys {r['paraphrase_keys']:g}" if r.get("paraphrase_keys") else ""
     hold = f", hold {r['hold_rank']}" if r.get("hold_rank") else ""
     hold += f", pins {r['pin_weight']:g}" if r.get("pin_weight") else ""
+    hold += f", ORACLE pins {r['oracle_pins']:g}" if r.get("oracle_pins") else ""
+    hold += f", pool pins {r['pool_pins']}" if r.get("pool_pins") else ""
     rank = f", prior rank {r['prior_rank']}" if r.get("prior_rank") is not None else ""
     return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}{hold}{rank}"
 
