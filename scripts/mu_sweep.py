@@ -24,6 +24,10 @@ table.md and the plot give each setting's mean over its draws — at N = 16 one 
 16 neighbourhood prompts (docs/results.md, twentieth session).
 `--anchors K --anchor-weight ν` adds subject anchors; `--per-fact` turns off subject
 grouping (`value_opt.group_subjects`).
+`--oracle-pins W` is an analysis, not a method: the scored neighbourhood prompts join each
+solve as zero-value rows (what the update could keep of them if it knew them);
+`--pool-pins K --pin-pool F` pins each edit's prompt asked of K subjects of training facts F
+instead (what an editor could know).
 """
 
 from __future__ import annotations
