@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from editor_core.adapters import ModelAdapter
-from editor_core.encoding import EditRequest
+from editor_core.encoding import EditRequest, KeyMask
 from editor_core.hooks import iter_keys
 from editor_core.progress import bar
 
@@ -33,15 +33,24 @@ def key_second_moment(
     batch_size: int = 32,
     progress: bool = False,
     all_positions: bool = False,
+    key_position: KeyMask = "predict",
 ) -> dict[str, torch.Tensor]:
     """E[k kᵀ] (d_in, d_in) float32 per edited module, over the keys at the positions that
-    predict each request's continuation (the same positions an edit is keyed on), or with
-    `all_positions` over every token — what an edit keyed on the subject token must
-    preserve, since every token of every prompt passes through the edited matrices."""
+    predict each request's continuation (the same positions an edit is keyed on; with
+    `key_position` "subject", the subject's last token), or with `all_positions` over every
+    token — what an edit keyed on the subject token must preserve, since every token of
+    every prompt passes through the edited matrices."""
     sums = {m.name: torch.zeros(m.d_in, m.d_in, dtype=torch.float64) for m in adapter.modules}
     count = 0
     total = -(-len(requests) // batch_size)
-    batches = iter_keys(adapter, tokenizer, requests, batch_size, all_positions=all_positions)
+    batches = iter_keys(
+        adapter,
+        tokenizer,
+        requests,
+        batch_size,
+        key_position=key_position,
+        all_positions=all_positions,
+    )
     for owner, keys in bar(batches, total=total, desc="key statistics", progress=progress):
         for name, k in keys.items():
             k64 = k.double().cpu()  # (n_b, d_in)

@@ -510,38 +510,35 @@ def pool_texts(chosen: list[Any], pool: list[Any], k: int, seed: int) -> list[Ed
     rng = random.Random(seed)
     out = []
     for f in chosen:
-        cands = [g for g in by_rel.get(f.relation, []) if g.subject != f.subject]
         if not f.subject or f.subject not in f.prompt:
             continue
+        cands = [g for g in by_rel.get(f.relation, []) if g.subject != f.subject]
         for g in rng.sample(cands, min(k, len(cands))):
             out.append(EditRequest(f.prompt.replace(f.subject, g.subject), g.true_answer))
     return out
 
 
 def extra_pins(editor: MalmenEditor, texts: list[EditRequest], weight: float) -> None:
-    """Makes `editor.anchor_rows` add every token of `texts` (prompt + continuation) as
-    zero-value rows of `weight`, owned by edit 0.  With `oracle_texts` an upper bound on
-    what the solve could keep of the scored neighbours, not something an editor can do."""
+    """Makes `editor.anchor_rows` also return every token of `texts` (prompt + continuation)
+    as zero-value rows of `weight`, owned by edit 0, keyed once on the weights the model
+    holds now (the base).  With `oracle_texts` an upper bound on what the solve could keep
+    of the scored neighbours, not something an editor can do."""
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in editor.adapter.names}
+    for _owner, keys in iter_keys(editor.adapter, editor.tokenizer, texts, all_positions=True):
+        for n in parts:
+            parts[n].append(keys[n] * weight**0.5)
+    pins = {}
+    for m in editor.adapter.modules:
+        k = torch.cat(parts[m.name])
+        pins[m.name] = EditRows(
+            k,
+            k.new_zeros(k.shape[0], m.d_out),
+            torch.zeros(k.shape[0], dtype=torch.long, device=k.device),
+        )
     own = type(editor).anchor_rows  # the class's, so a second draw does not stack wrappers
-    scale = weight**0.5
-
-    def with_pins(requests: Any) -> dict[str, EditRows]:
-        rows = own(editor, requests)
-        extra: dict[str, list[torch.Tensor]] = {n: [] for n in rows}
-        for _owner, keys in iter_keys(editor.adapter, editor.tokenizer, texts, all_positions=True):
-            for n in extra:
-                extra[n].append(keys[n].to(rows[n].keys.device) * scale)
-        out = {}
-        for n, r in rows.items():
-            k = torch.cat(extra[n])
-            out[n] = EditRows(
-                torch.cat([r.keys, k]),
-                torch.cat([r.values, k.new_zeros(k.shape[0], r.values.shape[1])]),
-                torch.cat([r.owner, r.owner.new_zeros(k.shape[0])]),
-            )
-        return out
-
-    editor.anchor_rows = with_pins  # type: ignore[method-assign]
+    editor.anchor_rows = lambda requests: editor._with_anchors(  # type: ignore[method-assign]
+        requests, own(editor, requests), pins
+    )
 
 
 def split_by_last_token(facts: list[Any], es: list[float], tokenizer: Any) -> dict[str, float]:

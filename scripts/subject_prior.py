@@ -30,7 +30,6 @@ import logging
 import random
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -39,28 +38,10 @@ from editor_core.checkpoint import checkpoint_layers, save_tensors, write_manife
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts
 from editor_core.encoding import EditRequest
-from editor_core.hooks import iter_keys
 from editor_core.loading import load_model
-from editor_core.preserve import PRESERVE_FILE, KeyPrior, low_rank_prior
-from editor_core.progress import bar
+from editor_core.preserve import PRESERVE_FILE, KeyPrior, key_second_moment, low_rank_prior
 
 log = logging.getLogger("subject_prior")
-
-
-@torch.no_grad()
-def subject_moments(loaded: Any, requests: list[EditRequest]) -> dict[str, torch.Tensor]:
-    """E[k kᵀ] per edited module over the keys at each request's subject's last token."""
-    adapter = loaded.adapter
-    sums = {m.name: torch.zeros(m.d_in, m.d_in, dtype=torch.float64) for m in adapter.modules}
-    count = 0
-    batches = iter_keys(adapter, loaded.tokenizer, requests, 32, key_position="subject")
-    for owner, keys in bar(batches, total=-(-len(requests) // 32), desc="subject keys"):
-        for name, k in keys.items():
-            k64 = k.double().cpu()
-            sums[name] += k64.T @ k64
-        count += int(owner.shape[0])
-    log.info("subject keys: %d rows of %d prompts", count, len(requests))
-    return {n: s / count for n, s in sums.items()}
 
 
 def main() -> int:
@@ -88,13 +69,15 @@ def main() -> int:
 
     spec = ModelSpec(source=args.model, layers=checkpoint_layers(args.editor), dtype="float32")
     loaded = load_model(spec, args.data_dir)
-    subj = subject_moments(loaded, chosen)
+    subj = key_second_moment(
+        loaded.adapter, loaded.tokenizer, chosen, progress=True, key_position="subject"
+    )
     for beta in [float(x) for x in args.beta.split(",") if x.strip()]:
         mixed: dict[str, torch.Tensor] = {}
         for name, c in subj.items():
-            base = prior.matrix(name).double()
+            base = prior.matrix(name)
             scale = beta * float(base.trace() / c.trace())
-            mixed[name] = (base + scale * c).float()
+            mixed[name] = base + scale * c
             log.info("%s: β=%g, subject keys × %.3g", name, beta, scale)
         out = args.out / f"beta{beta:g}"
         shutil.copytree(args.editor, out, dirs_exist_ok=True)
