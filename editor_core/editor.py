@@ -41,12 +41,15 @@ from editor_core.optimize import (
     subject_groups,
 )
 from editor_core.preserve import KeyPrior
+from editor_core.protect import DEFAULT_WEIGHT as PROTECT_WEIGHT
+from editor_core.protect import ProtectedSet, protected_set, protected_texts
 from editor_core.solve import ridge_solve
 from editor_core.subjects import with_subjects
 
 ValueMode = Literal["hypernet", "optimise"]
 
 if TYPE_CHECKING:
+    from editor_core.data.formats import LocalityPrompt
     from editor_core.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,9 @@ class EditorConfig:
     # paraphrases in its values' loss (`value_opt.paraphrase_max`) and averages them into
     # its keys (`value_opt.paraphrase_keys`) instead.
     paraphrase_rows: int = 0
+    # Weight of each protected prompt's rows (protect.py, `MalmenEditor.protect`) relative
+    # to an edit's; acts only on an editor given prompts to protect.
+    protect_weight: float = PROTECT_WEIGHT
 
     @property
     def keys_on_subject(self) -> bool:
@@ -128,6 +134,8 @@ class EditorConfig:
             raise ValueError(f"paraphrase_rows {self.paraphrase_rows} must be ≥ 0")
         if self.pin_weight < 0:
             raise ValueError(f"pin_weight {self.pin_weight} must be ≥ 0")
+        if self.protect_weight < 0:
+            raise ValueError(f"protect_weight {self.protect_weight} must be ≥ 0")
         if self.pin_weight > 0 and not self.keys_on_subject:
             raise ValueError(
                 "pin_weight needs a subject-keyed editor (values 'optimise' or key_position "
@@ -229,6 +237,8 @@ class MalmenEditor:
             self._nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
         self.key_prior: KeyPrior | None = None
+        # the deployment's protected prompts (`protect`), held in every solve
+        self.protected: ProtectedSet | None = None
         # E[k kᵀ] and the held directions' term per module, built once per `key_prior` and
         # hold setting (μ scales E[k kᵀ] per solve: with `preserve_ref_edits` μ changes with
         # every joint version's edit count)
@@ -319,9 +329,20 @@ class MalmenEditor:
         return mu * max(1.0, n_edits / ref)
 
     def priors(self, n_edits: int | None = None) -> dict[str, torch.Tensor | None]:
-        """μ·E[k kᵀ] (+ the held directions' weight, `hold_rank`) per module when the
-        preservation prior is on, else None each; μ for a solve of `n_edits` facts
-        (`preserve_weight`)."""
+        """The term each module's solve adds to KᵀK + λI: μ·E[k kᵀ] (+ the held directions'
+        weight, `hold_rank`) when the preservation prior is on, plus the protected prompts'
+        w·Σ k kᵀ (`protect`); None for a module with neither.  μ for a solve of `n_edits`
+        facts (`preserve_weight`)."""
+        out = self._key_priors(n_edits)
+        if self.protected is None or self.config.protect_weight == 0:
+            return out
+        w = self.config.protect_weight
+        for n, p in out.items():
+            held = self.protected.prior(n, w)
+            out[n] = held if p is None else p + held.to(p.dtype)
+        return out
+
+    def _key_priors(self, n_edits: int | None) -> dict[str, torch.Tensor | None]:
         mu, prior, rank = self.preserve_weight(n_edits), self.key_prior, self.config.hold_rank
         if prior is None or (mu == 0.0 and rank == 0):
             return {n: None for n in self.adapter.names}
@@ -331,6 +352,23 @@ class MalmenEditor:
             self._prior_cache = (prior, setting, parts)
         parts = self._prior_cache[2]
         return {n: mu * m if h is None else mu * m + h for n, (m, h) in parts.items()}
+
+    def protect(
+        self, prompts: Sequence[LocalityPrompt], progress: bool = False
+    ) -> ProtectedSet | None:
+        """Hold `prompts` (with their answers, or the model's own continuations) in every
+        solve from now on, replacing any list given before; [] removes protection.  Reads
+        their keys on the weights the model holds now: call it on the base weights.
+        Returns the set (None for [])."""
+        if not prompts:
+            self.protected = None
+            return None
+        cfg = self.config
+        texts = protected_texts(self.model, self.tokenizer, prompts, batch_size=cfg.lm_batch_size)
+        self.protected = protected_set(
+            self.adapter, self.tokenizer, texts, cfg.lm_batch_size, cfg.max_length, progress
+        )
+        return self.protected
 
     def _prior_parts(self, prior: KeyPrior, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(E[k kᵀ], hold_weight·U_r U_rᵀ or None without `hold_rank`) of one module,

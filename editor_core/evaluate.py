@@ -365,6 +365,7 @@ def score_edited(
     batch_size: int = BATCH_SIZE,
     same_subject: LocalitySet | None = None,
     margin_edges: Sequence[float] | None = None,
+    protected: LocalitySet | None = None,
 ) -> dict[str, Any]:
     """All quality metrics of the model as it is now, for the edits `facts`; LS on the
     neighbourhood prompts also split by whether the prompt's subject ends in an edited
@@ -376,7 +377,10 @@ def score_edited(
     "Helsinki") as a loss.  `same_subject` (prepared from `same_subject_prompts`): LS on the
     edited subjects' other facts (`ls_same_subject`, with `n_same_subject`).  With
     `margin_edges` (e.g. MARGIN_EDGES), `ls_ord_by_margin`: LS on the ordinary prompts per
-    bin of the unedited margin (`margin_bins`)."""
+    bin of the unedited margin (`margin_bins`).  `protected` (prepared from the prompts an
+    editor was told to hold, `MalmenEditor.protect`): LS on them (`ls_protected`, with
+    `n_protected`), and LS on the neighbourhood prompts that are not among them
+    (`ls_nb_unprotected`, with `nb_unprotected_share`)."""
     model, tok = loaded.model, loaded.tokenizer
     reqs, para = requests_of(facts), paraphrase_requests(facts)
     ordinary_s = locality_scores(model, tok, ordinary, batch_size, margin_edges=margin_edges)
@@ -389,6 +393,11 @@ def score_edited(
         "nb_own_token": [i for i, shared in known if not shared],
         "nb_known": knew_answer(neighborhood),
     }
+    if protected is not None:
+        held = {p.prompt for p in protected.prompts}
+        parts["nb_unprotected"] = [
+            i for i, p in enumerate(neighborhood.prompts) if p.prompt not in held
+        ]
     neighbour_s = locality_scores(model, tok, neighborhood, batch_size, parts)
     return {
         "es": _mean(token_accuracy(model, tok, reqs, batch_size)),
@@ -412,6 +421,32 @@ def score_edited(
         ),
         "n_same_subject": len(same_subject) if same_subject is not None else None,
         **({"ls_ord_by_margin": ordinary_s["by_margin"]} if margin_edges is not None else {}),
+        **(
+            _protected_scores(
+                loaded, protected, neighborhood, neighbour_s, parts["nb_unprotected"], batch_size
+            )
+            if protected is not None
+            else {}
+        ),
+    }
+
+
+def _protected_scores(
+    loaded: LoadedModel,
+    protected: LocalitySet,
+    neighborhood: LocalitySet,
+    neighbour_s: Mapping[str, Any],
+    unprotected: Sequence[int],
+    batch_size: int,
+) -> dict[str, Any]:
+    """`score_edited`'s protected-prompt fields."""
+    return {
+        "ls_protected": locality_scores(loaded.model, loaded.tokenizer, protected, batch_size)[
+            "ls"
+        ],
+        "n_protected": len(protected),
+        "ls_nb_unprotected": neighbour_s["ls_nb_unprotected"],
+        "nb_unprotected_share": len(unprotected) / len(neighborhood) if len(neighborhood) else None,
     }
 
 
@@ -460,8 +495,10 @@ def evaluate_edit(
     batch_size: int = BATCH_SIZE,
     same_subject: LocalitySet | None = None,
     progress: bool = False,
+    protected: LocalitySet | None = None,
 ) -> dict[str, Any]:
-    """Apply all `facts` at once, score, restore the base weights (bit-exact)."""
+    """Apply all `facts` at once, score (`protected`: see `score_edited`), restore the base
+    weights (bit-exact)."""
     masters = snapshot(loaded.adapter)
     device = next(loaded.model.parameters()).device
     try:
@@ -469,7 +506,15 @@ def evaluate_edit(
         apply_delta(loaded.adapter, delta, masters)
         return {
             "n": len(facts),
-            **score_edited(loaded, facts, ordinary, neighborhood, batch_size, same_subject),
+            **score_edited(
+                loaded,
+                facts,
+                ordinary,
+                neighborhood,
+                batch_size,
+                same_subject,
+                protected=protected,
+            ),
             **cost,
         }
     finally:

@@ -49,11 +49,14 @@ def run_simultaneous(
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
     draws: int = 1,
+    protected: LocalitySet | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{editor: {str(N): metrics}} with N edits applied at once (same facts per N);
     `progress`: a bar over the runs and each editor's own bars inside them.  `draws` > 1
     repeats each N on disjoint sets of facts (`sample_draws`: the first is the one-draw
-    run's) and reports their mean with its spread (`summarise_draws`)."""
+    run's) and reports their mean with its spread (`summarise_draws`).  `protected`: the
+    prompts the editors were told to hold (`MalmenEditor.protect`), scored as
+    `score_edited` says."""
     out: dict[str, dict[str, Any]] = {name: {} for name in editors}
     sets = {n: sample_draws(facts, n, seed, draws) for n in ns}
     for n, chosen_sets in sets.items():
@@ -74,7 +77,7 @@ def run_simultaneous(
             prompts = same_subject_prompts(facts, chosen)
             same[n, d] = prepare_locality(loaded.model, loaded.tokenizer, prompts)
         row = evaluate_edit(
-            loaded, editors[name], chosen, ordinary, nb, batch_size, same[n, d], progress
+            loaded, editors[name], chosen, ordinary, nb, batch_size, same[n, d], progress, protected
         )
         if len(sets[n]) > 1:
             row["fact_ids"] = [f.id for f in chosen]  # which facts this draw edited
@@ -107,6 +110,7 @@ def run_sequential(
     full_every: int = 1,
     score_at: Sequence[int] | None = None,
     progress: bool = True,
+    protected: LocalitySet | None = None,
 ) -> list[dict[str, Any]]:
     """Batches of edits applied one after another; metrics after each batch.
 
@@ -188,7 +192,9 @@ def run_sequential(
             metrics: dict[str, Any] = {}
             if full:
                 nb = neighbourhood_of(so_far, neighborhood)
-                metrics = score_edited(loaded, so_far, ordinary, nb, batch_size)
+                metrics = score_edited(
+                    loaded, so_far, ordinary, nb, batch_size, protected=protected
+                )
             first = token_accuracy(loaded.model, tok, requests_of(batches[0]), batch_size)
             history.append(
                 {

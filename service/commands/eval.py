@@ -121,6 +121,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="name of the malmen editor in the results (e.g. malmen-opt for an --editor "
         "that optimises its values), so runs of two MALMEN editors can be combined",
     )
+    p.add_argument(
+        "--protect",
+        type=Path,
+        default=None,
+        help="locality JSONL of prompts the MALMEN editors hold in every solve (a "
+        "deployment's protected prompts, FACTPATCH_PROTECT); scored as ls_protected, and "
+        "the neighbourhood prompts not among them as ls_nb_unprotected",
+    )
+    p.add_argument(
+        "--protect-weight",
+        type=float,
+        default=None,
+        help="weight of each protected row (default: the editor's protect_weight, 1000)",
+    )
     p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
     p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
     p.add_argument("--sequential-editors", default="malmen")
@@ -169,10 +183,14 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
     """{name: editor} for --editors, and a factory (η scale, λ, μ) -> MALMEN editor.
 
     The factory's None means the editor's own value, except μ: None there means
-    --malmen-preserve when given, else the checkpoint's."""
+    --malmen-preserve when given, else the checkpoint's.  With --protect every MALMEN editor
+    holds those prompts (their keys read once, on the base weights)."""
     from editor_core.baselines import FTConfig, FTEditor, MendEditor
+    from editor_core.data import read_locality
     from editor_core.editor import EditorConfig, MalmenEditor, config_fields
     from editor_core.evaluate import with_overrides
+
+    held: list[Any] = []  # the protected set, keyed once
 
     def malmen(eta: float | None = None, lam: float | None = None, mu: float | None = None) -> Any:
         overrides = args.malmen_config or {}
@@ -181,8 +199,16 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
             ed = MalmenEditor.random_init(loaded, config=EditorConfig(**config_fields(overrides)))
         else:
             ed = MalmenEditor.from_checkpoint(args.editor, loaded, **overrides)
-        knobs = (("anchors", args.malmen_anchors), ("anchor_weight", args.malmen_anchor_weight))
+        knobs = (
+            ("anchors", args.malmen_anchors),
+            ("anchor_weight", args.malmen_anchor_weight),
+            ("protect_weight", args.protect_weight),
+        )
         ed.config = replace(ed.config, **{k: v for k, v in knobs if v is not None})
+        if args.protect is not None:
+            if not held:
+                held.append(ed.protect(read_locality(args.protect), progress=True))
+            ed.protected = held[0]
         return with_overrides(
             ed,
             eta if eta is not None else args.malmen_eta_scale,
@@ -241,11 +267,17 @@ def evaluate_set(
         loaded.model, loaded.tokenizer, sample_pool(ordinary, args.max_locality, args.seed)
     )
     nb_set = prepare_locality(loaded.model, loaded.tokenizer, nb_prompts)
+    protected = None
+    if args.protect is not None:
+        from editor_core.data import read_locality
+
+        protected = prepare_locality(loaded.model, loaded.tokenizer, read_locality(args.protect))
     ns = _ints(args.n)
     out: dict[str, Any] = {
         "n_facts": len(facts),
         "n_ordinary": len(ordinary_set),
         "n_neighborhood": len(nb_set),
+        "n_protected": len(protected) if protected is not None else 0,
     }
     out["simultaneous"] = run_simultaneous(
         loaded,
@@ -257,6 +289,7 @@ def evaluate_set(
         args.seed,
         args.batch_size,
         draws=args.draws,
+        protected=protected,
     )
     out["sequential"] = {}
     if args.sequential_batches > 0:
@@ -281,6 +314,7 @@ def evaluate_set(
                     args.batch_size,
                     full_every=args.sequential_full_every,
                     score_at=_ints(args.sequential_score_at) or None,
+                    protected=protected,
                 )
     out["tradeoff"] = []
     if args.tradeoff_n > 0 and args.malmen_label in editors:
@@ -344,8 +378,13 @@ def run(args: argparse.Namespace) -> int:
                     "values",
                     "key_position",
                     "lambda_override",
+                    "protect_weight",
                 )
             },
+            "protect": str(args.protect) if args.protect else None,
+            "protect_sha256": getattr(
+                getattr(editors.get(label), "protected", None), "sha256", None
+            ),
             "editors": list(editors),
             # every editor, ft and mend included, changes these layers' matrices only
             "edited_layers": list(loaded.adapter.layers),
@@ -402,6 +441,8 @@ _MORE_COLUMNS = (  # after evaluate.SPREAD_METRICS
     "ls_nb_own_token",
     "ls_nb_known",
     "ls_same_subject",
+    "ls_protected",
+    "ls_nb_unprotected",
     "ls_gold_ordinary",
     "ls_gold_neighborhood",
     "edit_seconds",
@@ -553,10 +594,19 @@ def write_markdown(results: dict[str, Any]) -> str:
             "unedited model was sure of its token (≥ 1 nat above the runner-up; the rest are "
             "near-ties, which any weight change can flip).",
         ]
+        if res.get("n_protected"):
+            lines += [
+                "",
+                f"ls_protected: LS on the {res['n_protected']} prompts the MALMEN editors were "
+                f"told to hold ({meta.get('protect')}, weight {meta.get('malmen_protect_weight')}"
+                "); ls_nb_unprotected: LS on the neighbourhood prompts not among them.",
+            ]
         lines += _spread_lines(res)
         lines += _target_lines(res)
         for run_name, history in res["sequential"].items():
             cols = ["edits", "es", "gs", "ls_ordinary", "ls_neighborhood", "es_first_batch"]
+            if res.get("n_protected"):
+                cols.insert(-1, "ls_protected")
             lines += ["", f"### sequential: {run_name}", ""]
             lines += _table(cols, [[h.get(c) for c in cols] for h in history])
         if res["tradeoff"]:

@@ -545,3 +545,48 @@ def test_eval_with_draws_scores_disjoint_sets(
     assert "### Spread over draws" in md and "| malmen | 4 | 3 |" in md
     assert _mark(0.944, 0.95, False, [0.931, 0.957]) == "0.944 ✗ (≥ 0.95; 95 % CI 0.931–0.957)"
     assert _mark(0.96, 0.95, True, [0.95, 0.97]) == "0.960 ✓ (95 % CI 0.950–0.970)"
+
+
+def test_eval_protect_scores_the_held_prompts_and_the_rest(
+    eval_args: argparse.Namespace, tmp_path: Path
+) -> None:
+    """--protect: every MALMEN editor holds the listed prompts; the report scores them
+    (ls_protected) and the neighbourhood prompts not among them (ls_nb_unprotected)."""
+    held = [f.neighborhood[0] for f in _facts()[:6]]  # half the neighbourhood prompts
+    write_locality(tmp_path / "protect.jsonl", held)
+    eval_args.editors = "none,malmen"
+    eval_args.n = "8"
+    eval_args.sequential_batches = 2
+    eval_args.batch = 4
+    eval_args.tradeoff_n = 0
+    eval_args.realworld = False
+    eval_args.malmen_config = {  # an editor that edits the tiny model: optimised values
+        "values": "optimise",
+        "lambda_override": 1e-3,
+        "value_opt": {"steps": 60, "lr": 0.3, "stop_loss": 0.02, "prefixes": [""], "bf16": False},
+    }
+    runs = {}
+    for name, weight in (("free", 0.0), ("held", 1.0)):  # weight 0: scored, not held
+        eval_args.protect = tmp_path / "protect.jsonl"
+        eval_args.protect_weight = weight
+        eval_args.out = tmp_path / name
+        assert eval_args.func(eval_args) == 0
+        runs[name] = json.loads((eval_args.out / "results.json").read_text())
+    res = runs["held"]
+    assert res["meta"]["malmen_protect_weight"] == 1.0 and res["meta"]["protect_sha256"]
+    assert res["facts"]["n_protected"] == 6
+    none, free, kept = (
+        r["facts"]["simultaneous"][e]["8"]
+        for r, e in ((res, "none"), (runs["free"], "malmen"), (res, "malmen"))
+    )
+    assert none["ls_protected"] == 1.0 and none["n_protected"] == 6
+    assert 0.0 <= kept["nb_unprotected_share"] < 1.0
+    # the hold is what keeps them: the same edits unheld move more of them.  (The tiny
+    # model's 64-wide keys cannot tell these prompts from the edits', which share their
+    # template word for word: a weight of 1 already costs ES, 10 takes all of it.)
+    assert free["ls_protected"] + 0.2 < kept["ls_protected"]
+    assert kept["es"] > 0.0
+    joint = [r["facts"]["sequential"]["malmen/joint"][-1]["ls_protected"] for r in runs.values()]
+    assert joint[0] + 0.2 < joint[1]
+    md = (tmp_path / "held" / "results.md").read_text()
+    assert "ls_protected" in md and "ls_nb_unprotected" in md and "protect.jsonl" in md

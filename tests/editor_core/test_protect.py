@@ -1,0 +1,138 @@
+"""Protected prompts (editor_core/protect.py): a deployment's prompts held in every solve."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from editor_core import EditRequest
+from editor_core.data.formats import LocalityPrompt
+from editor_core.editor import EditorConfig, EditRows, MalmenEditor
+from editor_core.evaluate import greedy_tokens
+from editor_core.hooks import iter_keys
+from editor_core.joint import EditLedger, split_rows
+from editor_core.protect import protected_texts, texts_sha256
+from editor_core.solve import ridge_solve
+from tests.editor_core.test_editor import editor_for, facts, tiny_loaded
+from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
+from tests.tiny import CORPUS_WORDS as W
+
+PROTECTED = [
+    LocalityPrompt(f"The {W[3]} {W[5]} of {W[7]} is", W[9]),
+    LocalityPrompt(f"The {W[2]} {W[6]} of {W[8]} is"),  # no answer: its own continuation
+    LocalityPrompt(f"A {W[11]} of {W[12]} {W[4]} was"),
+]
+
+
+def pin_rows(editor: MalmenEditor, texts: list[EditRequest], weight: float) -> dict[str, EditRows]:
+    """The protected prompts written out as zero-value rows (every token, keys × √weight)."""
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in editor.adapter.names}
+    for _owner, keys in iter_keys(editor.adapter, editor.tokenizer, texts, all_positions=True):
+        for n in parts:
+            parts[n].append(keys[n] * weight**0.5)
+    out = {}
+    for m in editor.adapter.modules:
+        k = torch.cat(parts[m.name])
+        out[m.name] = EditRows(k, k.new_zeros(k.shape[0], m.d_out), torch.zeros(len(k)).long())
+    return out
+
+
+def protected_keys(editor: MalmenEditor) -> dict[str, torch.Tensor]:
+    texts = protected_texts(editor.model, editor.tokenizer, PROTECTED)
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in editor.adapter.names}
+    for _owner, keys in iter_keys(editor.adapter, editor.tokenizer, texts, all_positions=True):
+        for n in parts:
+            parts[n].append(keys[n])
+    return {n: torch.cat(p) for n, p in parts.items()}
+
+
+def test_texts_take_the_answer_or_the_models_own_continuation() -> None:
+    loaded = tiny_loaded()
+    tok = loaded.tokenizer
+    texts = protected_texts(loaded.model, tok, PROTECTED, greedy=3)
+    assert texts[0] == EditRequest(PROTECTED[0].prompt, W[9])
+    ids = list(tok(PROTECTED[1].prompt, add_special_tokens=True)["input_ids"])
+    own = greedy_tokens(loaded.model, [ids], 3, tok.pad_token_id or 0)[0]
+    assert texts[1].prompt == PROTECTED[1].prompt
+    assert texts[1].target == tok.decode(own).strip() and texts[1].target
+    assert texts_sha256(texts) == texts_sha256(list(texts))
+    assert texts_sha256(texts) != texts_sha256(texts[::-1])
+
+
+def test_protection_is_the_protected_prompts_as_zero_value_rows() -> None:
+    """The Gram term `protect` adds gives the shifts of a solve over the edit rows plus
+    every protected token as a zero-value row of weight w — in float64, to 1e-9."""
+    loaded = tiny_loaded()
+    loaded.model.double()
+    w = 50.0
+    editor = editor_for(loaded, protect_weight=w, solve_dtype="float64")
+    reqs = facts(5)
+    rows = editor.compute_rows(reqs)
+    held = editor.protect(PROTECTED)
+    assert held is not None and held.n_prompts == 3
+    pins = pin_rows(editor, protected_texts(loaded.model, loaded.tokenizer, PROTECTED), w)
+    assert held.n_rows == pins[editor.adapter.names[0]].keys.shape[0]
+    got = editor.solve(rows)
+    lams = editor.lambdas()
+    for n, r in rows.items():
+        k = torch.cat([r.keys, pins[n].keys]).double()
+        v = torch.cat([r.values, pins[n].values]).double()
+        want = ridge_solve(k, v, lams[n], "float64")
+        torch.testing.assert_close(got[n].double(), want.double(), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["hypernet", "optimise"])
+def test_protected_keys_barely_move(kind: str) -> None:
+    """At a high weight the protected tokens' keys get almost none of the shift they get
+    unprotected (what that costs the edits is measured on the real model: docs/results.md)."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    if kind == "hypernet":
+        editor = editor_for(loaded, lambda_override=1e-3)
+        reqs = facts(4)
+    else:
+        editor = optimising(loaded, value_opt=replace(OPT, bf16=False))
+        reqs = distinct_subject_facts(4, seed=2)
+    keys = protected_keys(editor)
+    free = editor.compute_delta(reqs).shifts
+    editor.config = replace(editor.config, protect_weight=1e4)
+    editor.protect(PROTECTED)
+    held = editor.compute_delta(reqs).shifts
+    for n in editor.adapter.names:
+        moved_free = (keys[n] @ free[n]).norm()
+        moved_held = (keys[n] @ held[n]).norm()
+        assert moved_held < 0.05 * moved_free, n
+    # [] removes protection; weight 0 switches it off
+    hi = editor.adapter.names[-1]
+    editor.protect([])
+    assert editor.protected is None
+    torch.testing.assert_close(editor.compute_delta(reqs).shifts[hi], free[hi])
+    editor.protect(PROTECTED)
+    editor.config = replace(editor.config, protect_weight=0.0)
+    torch.testing.assert_close(editor.compute_delta(reqs).shifts[hi], free[hi])
+
+
+def test_joint_mode_keeps_protection_whatever_is_withdrawn() -> None:
+    """The protected term belongs to no edit: a joint solve over any subset of the edits
+    holds it, and equals the simultaneous solve of that subset."""
+    loaded = tiny_loaded()
+    editor = editor_for(loaded, lambda_override=1e-2, protect_weight=1e3)
+    editor.protect(PROTECTED)
+    reqs = facts(4)
+    ledger = EditLedger()
+    for i, r in enumerate(split_rows(editor.compute_rows(reqs), len(reqs))):
+        ledger.add(str(i), reqs[i].prompt, r)
+    ledger.remove("1")
+    ledger.remove("3")
+    joint = ledger.solve(editor.lambdas(), "float32", editor.priors(2))
+    at_once = editor.compute_delta([reqs[0], reqs[2]]).shifts
+    keys = protected_keys(editor)
+    for n, s in at_once.items():
+        torch.testing.assert_close(joint[n], s, rtol=1e-3, atol=1e-5)
+        assert (keys[n] @ joint[n]).norm() < 0.05 * joint[n].norm() * keys[n].norm()
+
+
+def test_protect_weight_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="protect_weight"):
+        EditorConfig(protect_weight=-1.0)
