@@ -292,6 +292,18 @@ def locality_scores(
     return out
 
 
+def changed_prompts(
+    model: torch.nn.Module, tokenizer: Any, loc: LocalitySet, batch_size: int = BATCH_SIZE
+) -> list[int]:
+    """The prompts of `loc` whose argmax now differs from the unedited model's at any
+    scored position."""
+    if not len(loc):
+        return []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    now = _argmax_at(model, loc, pad, batch_size)
+    return [i for i, (a, b) in enumerate(zip(now, loc.base, strict=True)) if not torch.equal(a, b)]
+
+
 def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 

@@ -24,6 +24,8 @@ from service.versions import VersionCorruptError, file_sha256
 
 log = logging.getLogger(__name__)
 
+MAX_CHANGED_LISTED = 20  # changed protected prompts a job's check names
+
 SHIPPED_EDITOR = (
     Path(__file__).resolve().parent.parent / "editor_core" / "checkpoints" / "smollm2-135m-instruct"
 )
@@ -165,6 +167,51 @@ class EditBackend:
         self.rows = rows
         self.base_masters = snapshot(self.adapter)  # float32, row convention
         self.dtype = next(loaded.model.parameters()).dtype
+        # the protected prompts with the base model's answers, checked after each version
+        self.protected_check: Any = None
+
+    def protect(self, prompts: list[Any], check: bool = True) -> None:
+        """Hold `prompts` (editor_core LocalityPrompts) in every solve (`MalmenEditor.protect`,
+        keys read now, on the base weights the worker's model holds) and, with `check`,
+        record the base model's answers to them for `check_protected`."""
+        from editor_core.evaluate import prepare_locality
+
+        held = self.editor.protect(prompts)
+        log.info(
+            "protecting %d prompts (%d tokens, weight %g, sha256 %s)",
+            held.n_prompts,
+            held.n_rows,
+            self.editor.config.protect_weight,
+            held.sha256[:12],
+        )
+        if check:
+            self.protected_check = prepare_locality(
+                self.loaded.model, self.loaded.tokenizer, prompts
+            )
+
+    def protect_meta(self) -> dict[str, Any]:
+        """What a version records about the protected prompts ({} when there are none)."""
+        held = getattr(self.editor, "protected", None)
+        if held is None:
+            return {}
+        w = self.editor.config.protect_weight
+        return {"protected": {"prompts": held.n_prompts, "weight": w, "sha256": held.sha256}}
+
+    def check_protected(self) -> dict[str, Any] | None:
+        """On the weights the model holds now: how many protected prompts keep the base
+        model's answer at every scored token, and the first changed ones; None without a
+        check set."""
+        from editor_core.evaluate import changed_prompts
+
+        loc = self.protected_check
+        if loc is None:
+            return None
+        changed = changed_prompts(self.loaded.model, self.loaded.tokenizer, loc)
+        return {
+            "checked": len(loc),
+            "kept": len(loc) - len(changed),
+            "changed": [loc.prompts[i].prompt for i in changed[:MAX_CHANGED_LISTED]],
+        }
 
     @property
     def editor_sha256(self) -> str | None:
@@ -263,6 +310,7 @@ class EditBackend:
             "superseded": superseded,
             "solve_s": round(time.perf_counter() - t0, 4),
             "shift_norms": {n: round(float(s.float().norm()), 6) for n, s in shifts.items()},
+            **self.protect_meta(),
         }
         return tensors, ids, metrics
 
@@ -323,6 +371,7 @@ class EditBackend:
         metrics = {
             "n_live": len(parent_live) + len(new),
             "solve_s": round(time.perf_counter() - t0, 4),
+            **self.protect_meta(),
         }
         return tensors, parent_live + [e.edit_id for e in new], metrics
 

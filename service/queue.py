@@ -147,6 +147,7 @@ class JobQueue:
             "edits": json.loads(d["edits"]),
             "results": json.loads(d.get("results") or "[]"),
             "verified": d.get("verified") == "1",
+            "protected": json.loads(d["protected"]) if d.get("protected") else None,
             "error": d.get("error") or None,
             "created": float(d["created"]),
             "updated": float(d["updated"]),
@@ -175,9 +176,18 @@ class JobQueue:
     def mark_failed(self, job_id: str, message: str) -> None:
         self.mark(job_id, status="failed", error=message[:2000])
 
-    def set_results(self, job_id: str, results: list[dict[str, Any]]) -> None:
-        """The worker's check of the job's edits on the new weights: the job is `verified`."""
-        self.mark(job_id, results=json.dumps(results), verified="1")
+    def set_results(
+        self,
+        job_id: str,
+        results: list[dict[str, Any]],
+        protected: dict[str, Any] | None = None,
+    ) -> None:
+        """The worker's check of the job's edits on the new weights (and of the protected
+        prompts, when there are any): the job is `verified`."""
+        fields = {"results": json.dumps(results), "verified": "1"}
+        if protected is not None:
+            fields["protected"] = json.dumps(protected)
+        self.mark(job_id, **fields)
 
     # -- consumer side ------------------------------------------------------------------
     def ensure_group(self) -> None:

@@ -83,6 +83,12 @@ class EditResult(BaseModel):
     )
 
 
+class ProtectedCheck(BaseModel):
+    checked: int = Field(description="protected prompts scored on the job's version")
+    kept: int = Field(description="of them, those whose answer is the unedited model's")
+    changed: list[str] = Field(description="the first changed prompts (at most 20)")
+
+
 class JobOut(BaseModel):
     job_id: str
     kind: JobKind
@@ -94,6 +100,11 @@ class JobOut(BaseModel):
         default=False,
         description="the worker has checked the job's edits on the new weights and stored "
         "`results` (right after the commit, so an applied job may briefly show none)",
+    )
+    protected: ProtectedCheck | None = Field(
+        default=None,
+        description="with FACTPATCH_PROTECT: the protected prompts checked on this job's "
+        "version (null without protected prompts, or before `verified`)",
     )
     error: str | None = None
     created: float

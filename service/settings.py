@@ -87,6 +87,28 @@ class Settings(BaseSettings):
         EditorConfig(**config_fields(v))  # ValueError names what is wrong
         return v
 
+    protect: Path | None = Field(
+        default=None,
+        description="JSONL of prompts no edit may change ({'prompt', 'answer'?} a line): "
+        "held in every solve, checked after every version",
+    )
+    protect_check: bool = Field(
+        default=True, description="after each version, score the protected prompts"
+    )
+
+    @field_validator("protect")
+    @classmethod
+    def _protected_prompts(cls, v: Path | None) -> Path | None:
+        """Read at start-up: a missing file or a bad line stops the server with its name."""
+        if v is not None:
+            from editor_core.data import read_locality
+
+            if not v.is_file():
+                raise ValueError(f"protected prompts file {v} does not exist")
+            if not read_locality(v):
+                raise ValueError(f"protected prompts file {v} holds no prompt")
+        return v
+
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "FACTPATCH_REDIS_URL")
     )

@@ -261,7 +261,8 @@ class Worker:
 
     # -- verification -------------------------------------------------------------------
     def verify(self, todo: list[Entry], tensors: dict[str, Any], new: list[StoredEdit]) -> None:
-        """Greedy continuation of each new prompt on the new weights: starts with target?"""
+        """Greedy continuation of each new prompt on the new weights: starts with target?
+        And, with protected prompts to check, how many of them keep the base answer."""
         from editor_core.encoding import tokenize_pair
 
         tok = self.backend.loaded.tokenizer
@@ -282,10 +283,21 @@ class Worker:
                     "success": ok,
                     "subject": e.subject,
                 }
+            protected = self.backend.check_protected()  # the deployment's protected prompts
         finally:
             install(self.adapter, self.base_tensors)
+        if protected is not None and self.metrics is not None:
+            self.metrics.protected_changed.set(protected["checked"] - protected["kept"])
+        if protected is not None and protected["kept"] < protected["checked"]:
+            log.warning(
+                "version changed %d of %d protected prompts' answers (e.g. %r)",
+                protected["checked"] - protected["kept"],
+                protected["checked"],
+                protected["changed"][0],
+            )
         for _, job in todo:  # every job, a withdrawal's with no result: `verified` turns true
-            self.queue.set_results(job.job_id, [by_id[i] for i in job.edit_ids if i in by_id])
+            results = [by_id[i] for i in job.edit_ids if i in by_id]
+            self.queue.set_results(job.job_id, results, protected)
 
     # -- helpers --------------------------------------------------------------------------
     def _fault(self, point: str) -> None:

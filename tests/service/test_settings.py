@@ -46,3 +46,21 @@ def test_cli_reports_a_bad_setting_without_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("factpatch: invalid configuration:")
     assert "values 'guess'" in err and "Traceback" not in err
+
+
+def test_protected_prompts_file_is_read_up_front(tmp_path) -> None:
+    good = tmp_path / "protect.jsonl"
+    good.write_text(
+        '{"prompt": "The capital of France is"}\n{"prompt": "Rome is in", "answer": "Italy"}\n'
+    )
+    assert Settings(protect=good).protect == good
+    with pytest.raises(ValidationError, match="does not exist"):
+        Settings(protect=tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"answer": "no prompt"}\n')
+    with pytest.raises(ValidationError, match=r"bad\.jsonl:2"):
+        Settings(protect=bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValidationError, match="holds no prompt"):
+        Settings(protect=empty)
