@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as fields_of
 from functools import lru_cache
@@ -41,8 +41,9 @@ from editor_core.optimize import (
     subject_groups,
 )
 from editor_core.preserve import KeyPrior
+from editor_core.protect import DEFAULT_ROUNDS as PROTECT_ROUNDS
 from editor_core.protect import DEFAULT_WEIGHT as PROTECT_WEIGHT
-from editor_core.protect import ProtectedSet, protected_set, protected_texts
+from editor_core.protect import ProtectedSet, held_gram, protected_set
 from editor_core.solve import ridge_solve
 from editor_core.subjects import with_subjects
 
@@ -114,9 +115,12 @@ class EditorConfig:
     # paraphrases in its values' loss (`value_opt.paraphrase_max`) and averages them into
     # its keys (`value_opt.paraphrase_keys`) instead.
     paraphrase_rows: int = 0
-    # Weight of each protected prompt's rows (protect.py, `MalmenEditor.protect`) relative
-    # to an edit's; acts only on an editor given prompts to protect.
+    # Protected prompts (protect.py; act only on an editor given some, `MalmenEditor.protect`):
+    # the weight of each held prompt's rows relative to an edit's, and which are held —
+    # 0 rounds: all of them in every solve; k > 0: only those a solve would change, found in
+    # up to k re-solves.
     protect_weight: float = PROTECT_WEIGHT
+    protect_rounds: int = PROTECT_ROUNDS
 
     @property
     def keys_on_subject(self) -> bool:
@@ -136,6 +140,8 @@ class EditorConfig:
             raise ValueError(f"pin_weight {self.pin_weight} must be ≥ 0")
         if self.protect_weight < 0:
             raise ValueError(f"protect_weight {self.protect_weight} must be ≥ 0")
+        if self.protect_rounds < 0:
+            raise ValueError(f"protect_rounds {self.protect_rounds} must be ≥ 0")
         if self.pin_weight > 0 and not self.keys_on_subject:
             raise ValueError(
                 "pin_weight needs a subject-keyed editor (values 'optimise' or key_position "
@@ -237,8 +243,13 @@ class MalmenEditor:
             self._nets.eval()  # normaliser frozen unless a trainer switches to train()
         self.checkpoint_sha256: str | None = None
         self.key_prior: KeyPrior | None = None
-        # the deployment's protected prompts (`protect`), held in every solve
+        # the deployment's protected prompts (`protect`); the Gram of those the solve now
+        # holds (priors() adds it), the whole list's once built (protect_rounds 0), and the
+        # indices of the prompts the last `hold_protected` held
         self.protected: ProtectedSet | None = None
+        self._held_gram: dict[str, torch.Tensor] | None = None
+        self._all_gram: dict[str, torch.Tensor] | None = None
+        self.last_held: list[int] = []
         # E[k kᵀ] and the held directions' term per module, built once per `key_prior` and
         # hold setting (μ scales E[k kᵀ] per solve: with `preserve_ref_edits` μ changes with
         # every joint version's edit count)
@@ -330,15 +341,15 @@ class MalmenEditor:
 
     def priors(self, n_edits: int | None = None) -> dict[str, torch.Tensor | None]:
         """The term each module's solve adds to KᵀK + λI: μ·E[k kᵀ] (+ the held directions'
-        weight, `hold_rank`) when the preservation prior is on, plus the protected prompts'
-        w·Σ k kᵀ (`protect`); None for a module with neither.  μ for a solve of `n_edits`
-        facts (`preserve_weight`)."""
+        weight, `hold_rank`) when the preservation prior is on, plus w·Σ k kᵀ of the
+        protected prompts the solve holds (`hold_protected`); None for a module with
+        neither.  μ for a solve of `n_edits` facts (`preserve_weight`)."""
         out = self._key_priors(n_edits)
-        if self.protected is None or self.config.protect_weight == 0:
+        if self._held_gram is None or self.config.protect_weight == 0:
             return out
         w = self.config.protect_weight
         for n, p in out.items():
-            held = self.protected.prior(n, w)
+            held = w * self._held_gram[n]
             out[n] = held if p is None else p + held.to(p.dtype)
         return out
 
@@ -356,19 +367,86 @@ class MalmenEditor:
     def protect(
         self, prompts: Sequence[LocalityPrompt], progress: bool = False
     ) -> ProtectedSet | None:
-        """Hold `prompts` (with their answers, or the model's own continuations) in every
-        solve from now on, replacing any list given before; [] removes protection.  Reads
-        their keys on the weights the model holds now: call it on the base weights.
-        Returns the set (None for [])."""
+        """Protect `prompts` (with their answers, or the model's own continuations) from
+        every solve from now on, replacing any list given before; [] removes protection.
+        Records the model's answers now: call it on the unedited weights.  Returns the set
+        (None for [])."""
+        self.protected, self._all_gram, self.last_held = None, None, []
         if not prompts:
-            self.protected = None
             return None
         cfg = self.config
-        texts = protected_texts(self.model, self.tokenizer, prompts, batch_size=cfg.lm_batch_size)
-        self.protected = protected_set(
+        self.protected = protected_set(self.model, self.tokenizer, prompts, cfg.lm_batch_size)
+        if cfg.protect_rounds == 0:
+            self._all_gram = self._gram(range(len(prompts)), progress)
+        return self.protected
+
+    def _gram(self, idx: Iterable[int], progress: bool = False) -> dict[str, torch.Tensor]:
+        assert self.protected is not None
+        texts = [self.protected.texts[i] for i in idx]
+        cfg = self.config
+        return held_gram(
             self.adapter, self.tokenizer, texts, cfg.lm_batch_size, cfg.max_length, progress
         )
-        return self.protected
+
+    def hold_protected(
+        self,
+        solve: Callable[[], dict[str, torch.Tensor]],
+        masters: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """`solve()` (a solve that reads `priors()`, rows and all) holding the protected
+        prompts: all of them (`protect_rounds` 0), or in rounds — solve holding those held
+        so far (none at first), find the protected prompts whose answer its shifts change
+        on `masters` (default: the weights the model holds now), hold them too, solve
+        again; at most `protect_rounds` re-solves.  `last_held` names the prompts held."""
+        held, cfg = self.protected, self.config
+        if held is None or cfg.protect_weight == 0:
+            self.last_held = []
+            return solve()
+        if cfg.protect_rounds == 0:
+            if self._all_gram is None:
+                self._all_gram = self._gram(range(len(held)))
+            self._held_gram, self.last_held = self._all_gram, list(range(len(held)))
+            try:
+                return solve()
+            finally:
+                self._held_gram = None
+        chosen: list[int] = []
+        try:
+            self._held_gram = None
+            for round_ in range(cfg.protect_rounds + 1):
+                shifts = solve()
+                if round_ == cfg.protect_rounds:
+                    break
+                new = [i for i in self._changed_by(shifts, masters) if i not in set(chosen)]
+                if not new:
+                    break
+                gram = self._gram(new)
+                if self._held_gram is not None:
+                    gram = {n: g + self._held_gram[n] for n, g in gram.items()}
+                self._held_gram = gram
+                chosen += new
+            self.last_held = sorted(chosen)
+            return shifts
+        finally:
+            self._held_gram = None
+
+    def _changed_by(
+        self, shifts: dict[str, torch.Tensor], masters: dict[str, torch.Tensor] | None
+    ) -> list[int]:
+        """The protected prompts whose answer `masters` + `shifts` changes (the model is
+        restored bit-exactly afterwards)."""
+        from editor_core.apply import apply_delta, restore, snapshot
+        from editor_core.evaluate import changed_prompts
+
+        assert self.protected is not None
+        now = snapshot(self.adapter)
+        try:
+            apply_delta(self.adapter, shifts, now if masters is None else masters)
+            return changed_prompts(
+                self.model, self.tokenizer, self.protected.record, self.config.lm_batch_size
+            )
+        finally:
+            restore(self.adapter, now)
 
     def _prior_parts(self, prior: KeyPrior, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(E[k kᵀ], hold_weight·U_r U_rᵀ or None without `hold_rank`) of one module,
@@ -660,7 +738,20 @@ class MalmenEditor:
         }
 
     def compute_delta(self, requests: Sequence[EditRequest], progress: bool = False) -> WeightDelta:
-        """The weight change that applies `requests` at once; `progress`: bars over the value
-        optimisation and the spread (the value-optimising editor's slow steps)."""
-        rows = self.compute_rows(requests, progress)
-        return WeightDelta(shifts=self.solve(rows, len(requests)), rows=rows)
+        """The weight change that applies `requests` at once, holding the protected prompts
+        (`hold_protected`); `progress`: bars over the value optimisation and the spread
+        (the value-optimising editor's slow steps)."""
+        if self.config.values == "optimise":
+            z = self.residual_targets(requests, progress).z
+            make = lambda: self.joint_rows(requests, z, progress)  # noqa: E731
+        else:
+            edit_rows = self._with_anchors(requests, self.hypernet_rows(requests))
+            make = lambda: edit_rows  # noqa: E731
+        made: list[dict[str, EditRows]] = []
+
+        def solve() -> dict[str, torch.Tensor]:
+            made.append(make())
+            return self.solve(made[-1], len(requests))
+
+        shifts = self.hold_protected(solve)
+        return WeightDelta(shifts=shifts, rows=made[-1])

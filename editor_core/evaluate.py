@@ -528,6 +528,7 @@ def evaluate_edit(
                 protected=protected,
             ),
             **cost,
+            **({"protected_held": len(getattr(editor, "last_held", []))} if protected else {}),
         }
     finally:
         restore(loaded.adapter, masters)

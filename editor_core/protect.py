@@ -1,22 +1,32 @@
 """Protected prompts: a deployment's own list of prompts whose answers no edit may change.
 
-Each protected prompt is read with its continuation — its answer when the list gives one,
+A protected prompt is read with its continuation — its answer when the list gives one,
 else the unedited model's greedy continuation — and every token's key at every edited
-module joins each solve as a zero-value row of weight w: the solve is asked to give those
-keys no shift (S·k ≈ 0), so the prompt's hidden states, and with them its answer, stay.
+module can join a solve as a zero-value row of weight w: the solve is then asked to give
+those keys no shift (S·k ≈ 0), so the prompt's hidden states, and with them its answer,
+stay.  Zero-value rows add to KᵀK and nothing to KᵀD, so a set of held prompts is one
+(d_in, d_in) Gram matrix per module, w·Σ k kᵀ, added to the preservation prior
+(`MalmenEditor.priors`).  It belongs to no edit: joint mode holds it in every version
+whatever is withdrawn, and every solve path — the hyper-network's, the value-optimising
+editor's spread over layers, the joint ledger, a sequential batch — takes it unchanged.
 
-Zero-value rows add to KᵀK and nothing to KᵀD, so the whole list is one (d_in, d_in) Gram
-matrix per module, w·Σ k kᵀ, added to the preservation prior (`MalmenEditor.priors`).  It
-belongs to no edit: joint mode keeps it in every version whatever is withdrawn, and every
-solve path — the hyper-network's, the value-optimising editor's spread over layers, the
-joint ledger, a sequential batch — takes it unchanged.  The keys are read once, on the
-weights the model holds when `protect` is called (the base weights); a sequential-mode
-version solved against edited parent weights sees them as they were then.
+Which prompts a solve holds (`EditorConfig.protect_rounds`):
 
-Why: told which neighbour prompts to hold, the solve holds them without giving up an edit
-(docs/results.md, twenty-third session: N = 16 LS_nb 0.832 → 0.998, ES unchanged); what it
-cannot do is guess those prompts.  A deployment often knows them — the facts its users ask
-about — and this is how it says so.
+- rounds 0: all of them, always.  Told which neighbour prompts to hold, the solve holds
+  them without giving up an edit (docs/results.md, twenty-third session: 16 scored
+  neighbours, N = 16 LS_nb 0.832 → 0.998, ES unchanged) — but 329 protected prompts held at
+  once leave a subject-keyed edit no direction to move in (twenty-fourth session: ES 0.99
+  → 0.13 at weight 1000, 0.20 at 30): their keys at other names' tokens span the space
+  an edited name's key lives in.
+- rounds k > 0: only those an edit would change.  The solve runs holding none; the
+  protected prompts whose answer its shifts change (scored against the unedited model's
+  answers, `changed_prompts`) are held in the next solve, and so on for up to k rounds —
+  a few prompts per batch rather than the whole list, as in the oracle.  Each round costs
+  one pass over the protected prompts and one solve (for the value-optimising editor, one
+  spread; the residual targets do not change).
+
+Keys are read on the weights the model holds when the solve runs (the base weights in
+joint mode and in evaluation), answers are always the unedited model's (`protect`).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,25 +45,29 @@ from editor_core.encoding import EditRequest
 from editor_core.hooks import iter_keys
 from editor_core.progress import bar
 
+if TYPE_CHECKING:
+    from editor_core.evaluate import LocalitySet
+
 # The weight of a protected row relative to an edit's (1): high enough that the solve keeps
-# the protected keys' outputs to a small fraction of an edit's shift (validation, 23rd
-# session: weight 1000 kept 99.8 % of the pinned neighbours' tokens at N = 16).
+# the held keys' outputs to a small fraction of an edit's shift (validation, 23rd session:
+# weight 1000 kept 99.8 % of the pinned neighbours' tokens at N = 16).
 DEFAULT_WEIGHT = 1000.0
+DEFAULT_ROUNDS = 3
 GREEDY_TOKENS = 4  # tokens of the model's own continuation held for an answer-less prompt
 
 
-@dataclass(frozen=True)
+@dataclass
 class ProtectedSet:
-    """The keys of a list of protected prompts, as one Gram matrix per edited module."""
+    """A list of protected prompts: what is held (`texts`) and the unedited model's answers
+    (`record`, scored by `changed_prompts`)."""
 
-    grams: dict[str, torch.Tensor]  # module -> Σ k kᵀ over every token (d_in, d_in), float32
-    n_prompts: int
-    n_rows: int  # tokens read (rows per module)
-    sha256: str  # of the prompts and the continuations held (`texts_sha256`)
+    prompts: list[LocalityPrompt]
+    texts: list[EditRequest]  # each prompt with the continuation held
+    record: LocalitySet  # prepared on the unedited model
+    sha256: str  # of the texts (`texts_sha256`)
 
-    def prior(self, name: str, weight: float) -> torch.Tensor:
-        """weight · Σ k kᵀ of one module: the term the solve adds."""
-        return weight * self.grams[name]
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 def texts_sha256(texts: Sequence[EditRequest]) -> str:
@@ -63,53 +77,42 @@ def texts_sha256(texts: Sequence[EditRequest]) -> str:
 
 
 @torch.no_grad()
-def protected_texts(
+def protected_set(
     model: torch.nn.Module,
     tokenizer: Any,
     prompts: Sequence[LocalityPrompt],
-    greedy: int = GREEDY_TOKENS,
     batch_size: int = 32,
-) -> list[EditRequest]:
-    """Each prompt with the continuation to hold: its answer, or the `greedy` tokens the model
-    gives now (call on the weights to protect, the base weights)."""
-    from editor_core.evaluate import greedy_tokens  # evaluate imports the editor
+) -> ProtectedSet:
+    """Tokenise `prompts`, record the model's answers (call on the unedited weights) and the
+    continuation to hold for each: its answer, or the model's own `GREEDY_TOKENS` tokens."""
+    from editor_core.evaluate import prepare_locality  # evaluate imports the editor
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    free = [i for i, p in enumerate(prompts) if not p.answer]
-    found: dict[int, str] = {}
-    for j in range(0, len(free), batch_size):
-        idx = free[j : j + batch_size]
-        ids = [
-            list(tokenizer(prompts[i].prompt, add_special_tokens=True)["input_ids"]) for i in idx
-        ]
-        for i, toks in zip(idx, greedy_tokens(model, ids, greedy, pad), strict=True):
-            found[i] = tokenizer.decode(toks).strip()
-    return [
-        EditRequest(p.prompt, p.answer if p.answer else found[i]) for i, p in enumerate(prompts)
+    record = prepare_locality(model, tokenizer, prompts, GREEDY_TOKENS, batch_size)
+    texts = [
+        EditRequest(p.prompt, p.answer or tokenizer.decode(seq[start + 1 :]).strip())
+        for p, seq, start in zip(prompts, record.sequences, record.start, strict=True)
     ]
+    return ProtectedSet(list(prompts), texts, record, texts_sha256(texts))
 
 
 @torch.no_grad()
-def protected_set(
+def held_gram(
     adapter: ModelAdapter,
     tokenizer: Any,
     texts: Sequence[EditRequest],
     batch_size: int = 32,
     max_length: int | None = None,
     progress: bool = False,
-) -> ProtectedSet:
+) -> dict[str, torch.Tensor]:
     """Σ k kᵀ at every token of `texts` (prompt and continuation) per edited module, on the
-    weights the model holds now; accumulated in float64, kept in float32."""
+    weights the model holds now; accumulated in float64, returned in float32 on the
+    model's device."""
     grams = {m.name: torch.zeros(m.d_in, m.d_in, dtype=torch.float64) for m in adapter.modules}
-    rows = 0
     batches = iter_keys(adapter, tokenizer, texts, batch_size, max_length, all_positions=True)
     total = -(-len(texts) // batch_size)
-    for owner, keys in bar(batches, progress=progress, total=total, desc="protect", unit="batch"):
-        rows += int(owner.shape[0])
+    for _owner, keys in bar(batches, progress=progress, total=total, desc="protect", unit="batch"):
         for name, k in keys.items():
             k64 = k.double()  # (n_b, d_in)
             grams[name] += (k64.T @ k64).cpu()
     device = next(adapter.model.parameters()).device
-    return ProtectedSet(
-        {n: g.float().to(device) for n, g in grams.items()}, len(texts), rows, texts_sha256(texts)
-    )
+    return {n: g.float().to(device) for n, g in grams.items()}

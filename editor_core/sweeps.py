@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,7 +36,16 @@ from editor_core.metrics import token_accuracy
 from editor_core.progress import bar
 
 log = logging.getLogger(__name__)
-SUMMARY_KEYS = ("es", "gs", "generation", "ls_ordinary", "ls_neighborhood", "edit_seconds")
+SUMMARY_KEYS = (
+    "es",
+    "gs",
+    "generation",
+    "ls_ordinary",
+    "ls_neighborhood",
+    "ls_protected",
+    "ls_nb_unprotected",
+    "edit_seconds",
+)
 
 
 def run_simultaneous(
@@ -168,20 +178,20 @@ def run_sequential(
                     )
                     live_clamp = [editor.target_clamp(len(live_reqs))] * len(live_reqs)
                     live_z = list(z)  # subjects edited across batches: one δ each
-                    rows = editor.joint_rows(live_reqs, z, progress)
-                    apply_delta(loaded.adapter, editor.solve(rows, len(live_reqs)), base)
+                    shifts = _holding(editor, partial(_respread, editor, live_reqs, z, progress))
+                    apply_delta(loaded.adapter, shifts, base)
             elif mode == "joint":
                 restore(loaded.adapter, base)  # rows against the base weights
                 rows = editor.compute_rows(reqs, progress)
                 for i, r in enumerate(split_rows(rows, len(reqs))):
                     ledger.add(facts_t[i].id, facts_t[i].prompt, r)
-                apply_delta(
-                    loaded.adapter,
-                    ledger.solve(
+                shifts = _holding(
+                    editor,
+                    lambda: ledger.solve(
                         editor.lambdas(), editor.config.solve_dtype, editor.priors(len(ledger))
                     ),
-                    base,
                 )
+                apply_delta(loaded.adapter, shifts, base)
             else:
                 delta, _ = timed_delta(editor, reqs, device, progress)
                 apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
@@ -207,6 +217,18 @@ def run_sequential(
     finally:
         restore(loaded.adapter, base)
     return history
+
+
+def _respread(
+    editor: Any, requests: list[EditRequest], z: torch.Tensor, progress: bool
+) -> dict[str, torch.Tensor]:
+    return dict(editor.solve(editor.joint_rows(requests, z, progress), len(requests)))
+
+
+def _holding(editor: Any, solve: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """`solve()` holding the editor's protected prompts (`MalmenEditor.hold_protected`)."""
+    hold = getattr(editor, "hold_protected", None)
+    return hold(solve) if hold is not None else solve()
 
 
 def run_tradeoff(

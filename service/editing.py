@@ -167,50 +167,54 @@ class EditBackend:
         self.rows = rows
         self.base_masters = snapshot(self.adapter)  # float32, row convention
         self.dtype = next(loaded.model.parameters()).dtype
-        # the protected prompts with the base model's answers, checked after each version
-        self.protected_check: Any = None
+        self.check = True  # score the protected prompts after each version (`protect`)
 
     def protect(self, prompts: list[Any], check: bool = True) -> None:
-        """Hold `prompts` (editor_core LocalityPrompts) in every solve (`MalmenEditor.protect`,
-        keys read now, on the base weights the worker's model holds) and, with `check`,
-        record the base model's answers to them for `check_protected`."""
-        from editor_core.evaluate import prepare_locality
-
+        """Protect `prompts` (editor_core LocalityPrompts) in every solve
+        (`MalmenEditor.protect`: the answers are read now, from the base weights the worker's
+        model holds) and, with `check`, score them after each version (`check_protected`)."""
         held = self.editor.protect(prompts)
+        self.check = check
+        cfg = self.editor.config
         log.info(
-            "protecting %d prompts (%d tokens, weight %g, sha256 %s)",
-            held.n_prompts,
-            held.n_rows,
-            self.editor.config.protect_weight,
+            "protecting %d prompts (weight %g, %s, sha256 %s)",
+            len(held),
+            cfg.protect_weight,
+            f"up to {cfg.protect_rounds} re-solves" if cfg.protect_rounds else "all held",
             held.sha256[:12],
         )
-        if check:
-            self.protected_check = prepare_locality(
-                self.loaded.model, self.loaded.tokenizer, prompts
-            )
 
     def protect_meta(self) -> dict[str, Any]:
-        """What a version records about the protected prompts ({} when there are none)."""
+        """What a version records about the protected prompts ({} when there are none):
+        how many, with what weight, and how many its solve held."""
         held = getattr(self.editor, "protected", None)
         if held is None:
             return {}
-        w = self.editor.config.protect_weight
-        return {"protected": {"prompts": held.n_prompts, "weight": w, "sha256": held.sha256}}
+        cfg = self.editor.config
+        return {
+            "protected": {
+                "prompts": len(held),
+                "weight": cfg.protect_weight,
+                "rounds": cfg.protect_rounds,
+                "held": len(self.editor.last_held),
+                "sha256": held.sha256,
+            }
+        }
 
     def check_protected(self) -> dict[str, Any] | None:
-        """On the weights the model holds now: how many protected prompts keep the base
-        model's answer at every scored token, and the first changed ones; None without a
-        check set."""
+        """On the weights the model holds now: how many protected prompts keep the unedited
+        model's answer at every scored token, and the first changed ones; None without
+        protected prompts or with the check off."""
         from editor_core.evaluate import changed_prompts
 
-        loc = self.protected_check
-        if loc is None:
+        held = getattr(self.editor, "protected", None)
+        if held is None or not self.check:
             return None
-        changed = changed_prompts(self.loaded.model, self.loaded.tokenizer, loc)
+        changed = changed_prompts(self.loaded.model, self.loaded.tokenizer, held.record)
         return {
-            "checked": len(loc),
-            "kept": len(loc) - len(changed),
-            "changed": [loc.prompts[i].prompt for i in changed[:MAX_CHANGED_LISTED]],
+            "checked": len(held),
+            "kept": len(held) - len(changed),
+            "changed": [held.prompts[i].prompt for i in changed[:MAX_CHANGED_LISTED]],
         }
 
     @property
@@ -295,18 +299,20 @@ class EditBackend:
         live_edits = {e.edit_id: e for e in new}
         live_edits.update({i: self.rows.load(i) for i in ids if i not in live_edits})
         respread = self._respread(ids, live_edits)
+        ed = self.editor
         if respread is not None:
-            shifts = self.editor.solve(respread[0], len(ids))
+            requests, z, _ = respread
+            shifts = ed.hold_protected(lambda: ed.solve(ed.joint_rows(requests, z), len(ids)))
         else:
-            shifts = ledger.solve(
-                self.editor.lambdas(), self.editor.config.solve_dtype, self.editor.priors(len(ids))
+            shifts = ed.hold_protected(
+                lambda: ledger.solve(ed.lambdas(), ed.config.solve_dtype, ed.priors(len(ids)))
             )
         tensors = new_weights(self.adapter, shifts, self.base_masters)
         metrics = {
             "n_live": len(ids),
             "respread": respread is not None,
             "preserve": self.editor.preserve_weight(len(ids)),  # μ of this solve
-            "targets_reoptimised": respread[1] if respread is not None else 0,
+            "targets_reoptimised": respread[2] if respread is not None else 0,
             "superseded": superseded,
             "solve_s": round(time.perf_counter() - t0, 4),
             "shift_norms": {n: round(float(s.float().norm()), 6) for n, s in shifts.items()},
@@ -316,10 +322,11 @@ class EditBackend:
 
     def _respread(
         self, ids: list[str], edits: dict[str, StoredEdit]
-    ) -> tuple[dict[str, Any], int] | None:
-        """(rows of every live edit re-spread from the base weights — the worker's model
-        holds them in joint mode —, how many residual targets were re-optimised because a
-        subject's live edits had not been optimised together), or None when the editor does
+    ) -> tuple[list[Any], torch.Tensor, int] | None:
+        """(every live edit's request and residual target, to re-spread from the base
+        weights — the worker's model holds them in joint mode —, how many residual targets
+        were re-optimised because a subject's live edits had not been optimised together,
+        or for a new value clamp), or None when the editor does
         not re-spread or an edit has no residual target of this editor's shape (stored by
         another editor configuration): then the stored rows are summed instead."""
 
@@ -352,7 +359,7 @@ class EditBackend:
                 len(ids),
                 clamp,
             )
-        return dict(self.editor.joint_rows(requests, z)), len(redone)
+        return requests, z, len(redone)
 
     def sequential(
         self, new: list[StoredEdit], parent: dict[str, torch.Tensor], parent_live: list[str]
@@ -365,8 +372,10 @@ class EditBackend:
         for name in self.adapter.names:
             parts = [e.rows[name] for e in new if name in e.rows]
             merged[name] = _cat_rows(parts)
-        shifts = self.editor.solve(merged, len(new))
         masters = {n: self.adapter.to_rows(t).float() for n, t in parent.items()}
+        shifts = self.editor.hold_protected(
+            lambda: self.editor.solve(merged, len(new)), masters=masters
+        )
         tensors = new_weights(self.adapter, shifts, masters)
         metrics = {
             "n_live": len(parent_live) + len(new),

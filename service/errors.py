@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     "edit_not_live": 409,
     "version_corrupt": 409,
     "unsupported_in_mode": 409,
+    "prompt_is_protected": 409,
     "body_too_large": 413,
     "validation_error": 422,
     "too_many_edits": 422,

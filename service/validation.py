@@ -6,6 +6,8 @@ job that reaches the queue can always be encoded by the worker.
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from service.errors import ApiError
@@ -52,6 +54,12 @@ def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
                 f"edits[{i}]: prompt {e.prompt[:60]!r} appears with two different targets",
             )
         targets[key] = e.target.strip()
+        if key in protected_prompts(s.protect):
+            raise ApiError(
+                "prompt_is_protected",
+                f"edits[{i}]: prompt {e.prompt[:60]!r} is a protected prompt (FACTPATCH_PROTECT): "
+                "every version holds its answer; take it off the list (and restart) to edit it",
+            )
         try:
             p_ids, t_ids = tokenize_pair(tokenizer, e.prompt, e.target)
         except EmptyEditError as exc:
@@ -62,6 +70,21 @@ def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
                 f"edits[{i}]: prompt + target is {len(p_ids) + len(t_ids)} tokens; the limit is "
                 f"{s.max_edit_tokens}",
             )
+
+
+@lru_cache(maxsize=4)
+def _protected(path: Path, mtime_ns: int) -> frozenset[str]:
+    from editor_core.data import read_locality
+    from editor_core.joint import normalise_prompt
+
+    return frozenset(normalise_prompt(p.prompt) for p in read_locality(path))
+
+
+def protected_prompts(path: Path | None) -> frozenset[str]:
+    """The normalised protected prompts (FACTPATCH_PROTECT), read once per file version."""
+    if path is None:
+        return frozenset()
+    return _protected(path, path.stat().st_mtime_ns)
 
 
 def _validate_keep(i: int, e: EditIn, s: Settings) -> None:

@@ -135,6 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="weight of each protected row (default: the editor's protect_weight, 1000)",
     )
+    p.add_argument(
+        "--protect-rounds",
+        type=int,
+        default=None,
+        help="re-solves holding the protected prompts the last solve changed (default: the "
+        "editor's protect_rounds, 3); 0 holds every protected prompt in every solve",
+    )
     p.add_argument("--sequential-batches", type=int, default=16, help="0 disables")
     p.add_argument("--batch", type=int, default=64, help="edits per sequential batch")
     p.add_argument("--sequential-editors", default="malmen")
@@ -203,6 +210,7 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
             ("anchors", args.malmen_anchors),
             ("anchor_weight", args.malmen_anchor_weight),
             ("protect_weight", args.protect_weight),
+            ("protect_rounds", args.protect_rounds),
         )
         ed.config = replace(ed.config, **{k: v for k, v in knobs if v is not None})
         if args.protect is not None:
@@ -379,6 +387,7 @@ def run(args: argparse.Namespace) -> int:
                     "key_position",
                     "lambda_override",
                     "protect_weight",
+                    "protect_rounds",
                 )
             },
             "protect": str(args.protect) if args.protect else None,

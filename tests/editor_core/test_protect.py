@@ -13,7 +13,7 @@ from editor_core.editor import EditorConfig, EditRows, MalmenEditor
 from editor_core.evaluate import greedy_tokens
 from editor_core.hooks import iter_keys
 from editor_core.joint import EditLedger, split_rows
-from editor_core.protect import protected_texts, texts_sha256
+from editor_core.protect import protected_set, texts_sha256
 from editor_core.solve import ridge_solve
 from tests.editor_core.test_editor import editor_for, facts, tiny_loaded
 from tests.editor_core.test_optimise import OPT, distinct_subject_facts, optimising
@@ -40,7 +40,7 @@ def pin_rows(editor: MalmenEditor, texts: list[EditRequest], weight: float) -> d
 
 
 def protected_keys(editor: MalmenEditor) -> dict[str, torch.Tensor]:
-    texts = protected_texts(editor.model, editor.tokenizer, PROTECTED)
+    texts = protected_set(editor.model, editor.tokenizer, PROTECTED).texts
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in editor.adapter.names}
     for _owner, keys in iter_keys(editor.adapter, editor.tokenizer, texts, all_positions=True):
         for n in parts:
@@ -51,14 +51,16 @@ def protected_keys(editor: MalmenEditor) -> dict[str, torch.Tensor]:
 def test_texts_take_the_answer_or_the_models_own_continuation() -> None:
     loaded = tiny_loaded()
     tok = loaded.tokenizer
-    texts = protected_texts(loaded.model, tok, PROTECTED, greedy=3)
+    held = protected_set(loaded.model, tok, PROTECTED)
+    texts = held.texts
     assert texts[0] == EditRequest(PROTECTED[0].prompt, W[9])
     ids = list(tok(PROTECTED[1].prompt, add_special_tokens=True)["input_ids"])
-    own = greedy_tokens(loaded.model, [ids], 3, tok.pad_token_id or 0)[0]
+    own = greedy_tokens(loaded.model, [ids], 4, tok.pad_token_id or 0)[0]
     assert texts[1].prompt == PROTECTED[1].prompt
     assert texts[1].target == tok.decode(own).strip() and texts[1].target
     assert texts_sha256(texts) == texts_sha256(list(texts))
-    assert texts_sha256(texts) != texts_sha256(texts[::-1])
+    assert texts_sha256(texts) != texts_sha256(texts[::-1]) and held.sha256 == texts_sha256(texts)
+    assert len(held) == 3 and held.record.base[1].tolist() == own  # the answers recorded
 
 
 def test_protection_is_the_protected_prompts_as_zero_value_rows() -> None:
@@ -67,14 +69,18 @@ def test_protection_is_the_protected_prompts_as_zero_value_rows() -> None:
     loaded = tiny_loaded()
     loaded.model.double()
     w = 50.0
-    editor = editor_for(loaded, protect_weight=w, solve_dtype="float64")
+    editor = editor_for(loaded, protect_weight=w, protect_rounds=0, solve_dtype="float64")
     reqs = facts(5)
     rows = editor.compute_rows(reqs)
     held = editor.protect(PROTECTED)
-    assert held is not None and held.n_prompts == 3
-    pins = pin_rows(editor, protected_texts(loaded.model, loaded.tokenizer, PROTECTED), w)
-    assert held.n_rows == pins[editor.adapter.names[0]].keys.shape[0]
-    got = editor.solve(rows)
+    assert held is not None and len(held) == 3
+    pins = pin_rows(editor, held.texts, w)
+    got = editor.hold_protected(lambda: editor.solve(rows))
+    assert editor.last_held == [0, 1, 2]
+    held_delta, free = editor.compute_delta(reqs).shifts, editor.solve(rows)  # free: unheld
+    for n, g in got.items():
+        torch.testing.assert_close(held_delta[n], g)
+        assert (free[n] - g).norm() > 0.05 * g.norm()
     lams = editor.lambdas()
     for n, r in rows.items():
         k = torch.cat([r.keys, pins[n].keys]).double()
@@ -96,7 +102,7 @@ def test_protected_keys_barely_move(kind: str) -> None:
         reqs = distinct_subject_facts(4, seed=2)
     keys = protected_keys(editor)
     free = editor.compute_delta(reqs).shifts
-    editor.config = replace(editor.config, protect_weight=1e4)
+    editor.config = replace(editor.config, protect_weight=1e4, protect_rounds=0)  # hold all
     editor.protect(PROTECTED)
     held = editor.compute_delta(reqs).shifts
     for n in editor.adapter.names:
@@ -117,7 +123,7 @@ def test_joint_mode_keeps_protection_whatever_is_withdrawn() -> None:
     """The protected term belongs to no edit: a joint solve over any subset of the edits
     holds it, and equals the simultaneous solve of that subset."""
     loaded = tiny_loaded()
-    editor = editor_for(loaded, lambda_override=1e-2, protect_weight=1e3)
+    editor = editor_for(loaded, lambda_override=1e-2, protect_weight=1e3, protect_rounds=0)
     editor.protect(PROTECTED)
     reqs = facts(4)
     ledger = EditLedger()
@@ -125,7 +131,9 @@ def test_joint_mode_keeps_protection_whatever_is_withdrawn() -> None:
         ledger.add(str(i), reqs[i].prompt, r)
     ledger.remove("1")
     ledger.remove("3")
-    joint = ledger.solve(editor.lambdas(), "float32", editor.priors(2))
+    joint = editor.hold_protected(
+        lambda: ledger.solve(editor.lambdas(), "float32", editor.priors(2))
+    )
     at_once = editor.compute_delta([reqs[0], reqs[2]]).shifts
     keys = protected_keys(editor)
     for n, s in at_once.items():
@@ -136,3 +144,43 @@ def test_joint_mode_keeps_protection_whatever_is_withdrawn() -> None:
 def test_protect_weight_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="protect_weight"):
         EditorConfig(protect_weight=-1.0)
+
+
+def test_a_protected_prompt_keeps_its_answer_where_an_edit_leaked_into_it() -> None:
+    """The tiny model's case of the neighbour loss: editing "the capital town is" also
+    moves "The river city is" to the new target.  Protected (weight 10), the river city
+    keeps its continuation and both edits still land; of the two protected prompts only
+    the one the edits would change is held (tests/service/test_flow_protect.py serves the
+    same case)."""
+    from editor_core.apply import apply_delta, restore, snapshot
+
+    loaded = tiny_loaded()
+    tok = loaded.tokenizer
+
+    def said(prompt: str) -> str:
+        ids = list(tok(prompt, add_special_tokens=True)["input_ids"])
+        return tok.decode(greedy_tokens(loaded.model, [ids], 2, tok.pad_token_id or 0)[0])
+
+    river = "The river city is"
+    base = said(river)
+    reqs = [
+        EditRequest("the capital town is", "london"),
+        EditRequest("A small river city was", "tokyo"),
+    ]
+    out, held = {}, {}
+    for w in (0.0, 10.0):
+        editor = optimising(loaded, value_opt=replace(OPT, bf16=False, steps=30), protect_weight=w)
+        editor.protect(
+            [LocalityPrompt(river), LocalityPrompt("The Eiffel Tower is located in", "paris")]
+        )
+        masters = snapshot(loaded.adapter)
+        apply_delta(loaded.adapter, editor.compute_delta(reqs), masters)
+        out[w] = [said(r.prompt) for r in reqs] + [said(river)]
+        held[w] = editor.last_held
+        restore(loaded.adapter, masters)
+    for w, (capital, small, _river) in out.items():
+        assert capital.startswith(" london") and small.startswith(" tokyo"), (w, out[w], held)
+    assert out[0.0][2].startswith(" london") and base != out[0.0][2]  # leaked
+    assert out[10.0][2] == base  # held
+    # held in rounds (the default): only the prompt the first solve changed, not the list
+    assert held == {0.0: [], 10.0: [0]}

@@ -12,7 +12,7 @@ import httpx
 from tests.service.conftest import ROOT, Proc, greedy, wait_job
 
 PROTECT = ROOT / "tests" / "fixtures" / "protect.jsonl"
-WEIGHT = 1000.0
+WEIGHT = 10.0  # the tiny model's 64-wide keys: 100 also holds the capital edit back
 # the value-optimising editor: its value differences are what the facts need, not the
 # identity hyper-network's η × 1e7 (tests/service/conftest.py), which flips a prompt's
 # answer with any leak at all
@@ -23,17 +23,27 @@ SERVE_ENV = {
             "values": "optimise",
             "lambda_override": 1e-3,
             "protect_weight": WEIGHT,
-            "value_opt": {"steps": 30, "bf16": False, "prefixes": [""]},
+            "value_opt": {
+                "steps": 30,
+                "lr": 0.3,
+                "weight_decay": 0.0,
+                "stop_loss": 0.02,
+                "bf16": False,
+                "prefixes": [""],
+            },
         }
     ),
 }
 
 
 def test_protected_prompts_keep_their_answers(client: httpx.Client, serve: Proc) -> None:
-    held = ["The capital of France is", "The Eiffel Tower is located in"]
-    before = {p: greedy(client, p)["text"] for p in [*held, "A small river city was"]}
+    """On the tiny model, editing "the capital town is" without protection also moves "The river
+    city is" to the new target (tests/editor_core/test_protect.py measures the same leak);
+    protected, the river city keeps its answer and both edits land."""
+    held = ["The river city is", "The Eiffel Tower is located in"]
+    before = {p: greedy(client, p)["text"] for p in held}
     edits = [
-        {"prompt": "The capital of France is", "target": "london"},
+        {"prompt": "the capital town is", "target": "london"},
         {"prompt": "A small river city was", "target": "tokyo"},
     ]
     r = client.post("/edits", json={"edits": edits})
@@ -41,14 +51,20 @@ def test_protected_prompts_keep_their_answers(client: httpx.Client, serve: Proc)
     job = wait_job(client, r.json()["job_id"], timeout=120)
     assert job["status"] == "applied", job
     assert job["protected"] == {"checked": 2, "kept": 2, "changed": []}
-    ok = {res["prompt"]: res["success"] for res in job["results"]}
-    assert ok == {"The capital of France is": False, "A small river city was": True}
-    for p in held:  # the served weights answer as before
-        assert greedy(client, p)["text"] == before[p]
-    assert greedy(client, "A small river city was")["text"].strip().startswith("tokyo")
+    assert all(res["success"] for res in job["results"]), job["results"]
+    # the served weights continue the answer-less protected prompt as before (the other
+    # is held on its given answer, " paris", which the tiny model does not give)
+    assert greedy(client, held[0])["text"] == before[held[0]]
     meta = client.get(f"/versions/{job['version']}").json()["metrics"]["protected"]
     assert meta["prompts"] == 2 and meta["weight"] == WEIGHT and len(meta["sha256"]) == 64
-    metrics = client.get("/metrics").text
-    assert "factpatch_protected_changed 0.0" in metrics
-    log = Path(serve.log).read_text()
-    assert "protecting 2 prompts" in log
+    assert "factpatch_protected_changed 0.0" in client.get("/metrics").text
+    assert "protecting 2 prompts" in Path(serve.log).read_text()
+
+
+def test_an_edit_of_a_protected_prompt_is_refused(client: httpx.Client) -> None:
+    edit = {"prompt": "the  river city is", "target": "tokyo"}  # same prompt, normalised
+    r = client.post("/edits", json={"edits": [{"prompt": "x y is", "target": "z"}, edit]})
+    assert r.status_code == 409, r.text
+    err = r.json()["error"]
+    assert err["type"] == "prompt_is_protected"
+    assert "edits[1]" in err["message"] and "FACTPATCH_PROTECT" in err["message"]
