@@ -89,3 +89,34 @@ def test_shipped_optimising_editor_changes_three_real_facts_and_restores(
         "Q: In which city is the Eiffel Tower? A:": "London",
     }
     edits_land_and_restore(loaded, editor, facts, asked)
+
+
+def test_a_protected_prompt_keeps_its_answer_on_the_default_model(default_model) -> None:  # noqa: F811
+    """The shipped editor keys its edits on the relation's words: France → Milan alone
+    makes Italy's, Germany's and Spain's capital Milan too.  With "The capital of Italy is"
+    protected, the first solve changes it, the second holds it: Italy keeps Rome (and,
+    through the same words, Germany keeps Berlin) while both edits land."""
+    from editor_core.data.formats import LocalityPrompt
+
+    editor = MalmenEditor.from_checkpoint(SHIPPED, default_model)
+    facts = [
+        EditRequest("The capital of France is", "Milan"),
+        EditRequest("The Eiffel Tower is located in the city of", "London"),
+    ]
+    asked = [f.prompt for f in facts]
+    italy = "The capital of Italy is"
+    protected = [LocalityPrompt(italy, "Rome"), LocalityPrompt("The Colosseum is located in")]
+    said = {}
+    for listed in ([], protected):
+        editor.protect(listed)
+        masters = snapshot(editor.adapter)
+        apply_delta(editor.adapter, editor.compute_delta(facts), masters)
+        try:
+            said[len(listed)] = {p: greedy(default_model, p) for p in (italy, *asked)}
+        finally:
+            restore(editor.adapter, masters)
+        for f in facts:
+            assert said[len(listed)][f.prompt].strip().startswith(f.target), said
+    assert said[0][italy].strip().startswith("Milan")  # the leak protection is for
+    assert said[2][italy].strip().startswith("Rome") and 0 in editor.last_held
+    assert greedy(default_model, italy).strip().startswith("Rome")  # restored
