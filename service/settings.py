@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         default=True, description="after each version, score the protected prompts"
     )
 
+    @field_validator("protect", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, v: Any) -> Any:
+        """FACTPATCH_PROTECT= (empty, as compose passes an unset variable) means none."""
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("protect")
     @classmethod
     def _protected_prompts(cls, v: Path | None) -> Path | None:

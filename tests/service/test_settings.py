@@ -54,6 +54,7 @@ def test_protected_prompts_file_is_read_up_front(tmp_path) -> None:
         '{"prompt": "The capital of France is"}\n{"prompt": "Rome is in", "answer": "Italy"}\n'
     )
     assert Settings(protect=good).protect == good
+    assert Settings(protect="").protect is None and Settings().protect is None
     with pytest.raises(ValidationError, match="does not exist"):
         Settings(protect=tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
