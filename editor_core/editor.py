@@ -41,6 +41,7 @@ from editor_core.optimize import (
     subject_groups,
 )
 from editor_core.preserve import KeyPrior
+from editor_core.protect import DEFAULT_MARGIN as PROTECT_MARGIN
 from editor_core.protect import DEFAULT_ROUNDS as PROTECT_ROUNDS
 from editor_core.protect import DEFAULT_WEIGHT as PROTECT_WEIGHT
 from editor_core.protect import ProtectedSet, held_gram, protected_set
@@ -121,6 +122,9 @@ class EditorConfig:
     # up to k re-solves.
     protect_weight: float = PROTECT_WEIGHT
     protect_rounds: int = PROTECT_ROUNDS
+    # In rounds, a protected prompt is held when a solve changes one of its answer tokens
+    # that the unedited model was at least this sure of (nats over its runner-up); 0: any.
+    protect_margin: float = PROTECT_MARGIN
 
     @property
     def keys_on_subject(self) -> bool:
@@ -142,6 +146,8 @@ class EditorConfig:
             raise ValueError(f"protect_weight {self.protect_weight} must be ≥ 0")
         if self.protect_rounds < 0:
             raise ValueError(f"protect_rounds {self.protect_rounds} must be ≥ 0")
+        if self.protect_margin < 0:
+            raise ValueError(f"protect_margin {self.protect_margin} must be ≥ 0")
         if self.pin_weight > 0 and not self.keys_on_subject:
             raise ValueError(
                 "pin_weight needs a subject-keyed editor (values 'optimise' or key_position "
@@ -442,8 +448,13 @@ class MalmenEditor:
         now = snapshot(self.adapter)
         try:
             apply_delta(self.adapter, shifts, now if masters is None else masters)
+            cfg = self.config
             return changed_prompts(
-                self.model, self.tokenizer, self.protected.record, self.config.lm_batch_size
+                self.model,
+                self.tokenizer,
+                self.protected.record,
+                cfg.lm_batch_size,
+                cfg.protect_margin,
             )
         finally:
             restore(self.adapter, now)

@@ -293,15 +293,27 @@ def locality_scores(
 
 
 def changed_prompts(
-    model: torch.nn.Module, tokenizer: Any, loc: LocalitySet, batch_size: int = BATCH_SIZE
+    model: torch.nn.Module,
+    tokenizer: Any,
+    loc: LocalitySet,
+    batch_size: int = BATCH_SIZE,
+    min_margin: float = 0.0,
 ) -> list[int]:
-    """The prompts of `loc` whose argmax now differs from the unedited model's at any
-    scored position."""
+    """The prompts of `loc` whose argmax now differs from the unedited model's at a scored
+    position where the unedited model's margin over its runner-up was ≥ `min_margin`
+    nats (0: at any scored position)."""
     if not len(loc):
         return []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     now = _argmax_at(model, loc, pad, batch_size)
-    return [i for i, (a, b) in enumerate(zip(now, loc.base, strict=True)) if not torch.equal(a, b)]
+    out = []
+    for i, (a, b) in enumerate(zip(now, loc.base, strict=True)):
+        moved = a != b  # (k,)
+        if min_margin > 0 and loc.margin:
+            moved &= loc.margin[i] >= min_margin
+        if bool(moved.any()):
+            out.append(i)
+    return out
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -452,10 +464,10 @@ def _protected_scores(
     batch_size: int,
 ) -> dict[str, Any]:
     """`score_edited`'s protected-prompt fields."""
+    held = locality_scores(loaded.model, loaded.tokenizer, protected, batch_size)
     return {
-        "ls_protected": locality_scores(loaded.model, loaded.tokenizer, protected, batch_size)[
-            "ls"
-        ],
+        "ls_protected": held["ls"],
+        "ls_protected_sure": held["ls_sure"],
         "n_protected": len(protected),
         "ls_nb_unprotected": neighbour_s["ls_nb_unprotected"],
         "nb_unprotected_share": len(unprotected) / len(neighborhood) if len(neighborhood) else None,

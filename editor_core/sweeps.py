@@ -44,6 +44,7 @@ SUMMARY_KEYS = (
     "ls_neighborhood",
     "ls_protected",
     "ls_nb_unprotected",
+    "protected_held",
     "edit_seconds",
 )
 
@@ -60,18 +61,22 @@ def run_simultaneous(
     progress: bool = True,
     draws: int = 1,
     protected: LocalitySet | None = None,
+    only_draws: Sequence[int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{editor: {str(N): metrics}} with N edits applied at once (same facts per N);
     `progress`: a bar over the runs and each editor's own bars inside them.  `draws` > 1
     repeats each N on disjoint sets of facts (`sample_draws`: the first is the one-draw
     run's) and reports their mean with its spread (`summarise_draws`).  `protected`: the
     prompts the editors were told to hold (`MalmenEditor.protect`), scored as
-    `score_edited` says."""
+    `score_edited` says.  `only_draws` (0-based): run these of the `draws` only — one long
+    run split over processes, each draw the same facts as in the whole run."""
     out: dict[str, dict[str, Any]] = {name: {} for name in editors}
     sets = {n: sample_draws(facts, n, seed, draws) for n in ns}
     for n, chosen_sets in sets.items():
         if 0 < len(chosen_sets) < draws:
             log.warning("N=%d: %d draws of disjoint facts fit, not %d", n, len(chosen_sets), draws)
+    if only_draws is not None:
+        sets = {n: [s[d] for d in only_draws if d < len(s)] for n, s in sets.items()}
     jobs = [(name, n, d) for n in ns for name in editors for d in range(len(sets[n]) or 1)]
     same: dict[tuple[int, int], LocalitySet] = {}  # per draw: the edited subjects' other facts
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -96,8 +101,8 @@ def run_simultaneous(
                 "%s N=%d draw %d/%d: %s",
                 name,
                 n,
-                d + 1,
-                len(sets[n]),
+                (only_draws[d] if only_draws is not None else d) + 1,
+                draws if only_draws is not None else len(sets[n]),
                 " ".join(f"{k} {row[k]:.3f}" for k in SUMMARY_KEYS if row.get(k) is not None),
             )
         runs.setdefault((name, n), []).append(row)

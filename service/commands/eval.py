@@ -74,6 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "spread and a 95%% interval (from 5 draws); the first set is the one-draw run's",
     )
     p.add_argument(
+        "--only-draws",
+        type=_ints,
+        default=None,
+        help="with --draws K: run only these draws (0-based, e.g. 4,5,6,7) — the same facts "
+        "as in the whole run, so one run can be split over processes",
+    )
+    p.add_argument(
         "--editors", default="malmen,mend,ft", help="malmen, malmen-ridge, mend, ft, none"
     )
     p.add_argument(
@@ -298,6 +305,7 @@ def evaluate_set(
         args.batch_size,
         draws=args.draws,
         protected=protected,
+        only_draws=args.only_draws,
     )
     out["sequential"] = {}
     if args.sequential_batches > 0:
@@ -400,6 +408,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "n": _ints(args.n),
             "draws": args.draws,
+            "only_draws": args.only_draws,
             "device": str(next(loaded.model.parameters()).device),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }

@@ -563,6 +563,7 @@ def test_eval_protect_scores_the_held_prompts_and_the_rest(
     eval_args.malmen_config = {  # an editor that edits the tiny model: optimised values
         "values": "optimise",
         "lambda_override": 1e-3,
+        "protect_margin": 0.0,  # the random tiny model is sure of nothing
         "value_opt": {"steps": 60, "lr": 0.3, "stop_loss": 0.02, "prefixes": [""], "bf16": False},
     }
     runs = {}

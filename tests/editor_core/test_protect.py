@@ -169,7 +169,12 @@ def test_a_protected_prompt_keeps_its_answer_where_an_edit_leaked_into_it() -> N
     ]
     out, held = {}, {}
     for w in (0.0, 10.0):
-        editor = optimising(loaded, value_opt=replace(OPT, bf16=False, steps=30), protect_weight=w)
+        editor = optimising(
+            loaded,
+            value_opt=replace(OPT, bf16=False, steps=30),
+            protect_weight=w,
+            protect_margin=0.0,  # the random tiny model is sure of nothing
+        )
         editor.protect(
             [LocalityPrompt(river), LocalityPrompt("The Eiffel Tower is located in", "paris")]
         )
@@ -184,3 +189,23 @@ def test_a_protected_prompt_keeps_its_answer_where_an_edit_leaked_into_it() -> N
     assert out[10.0][2] == base  # held
     # held in rounds (the default): only the prompt the first solve changed, not the list
     assert held == {0.0: [], 10.0: [0]}
+
+
+def test_changed_prompts_can_skip_near_ties() -> None:
+    """A protected prompt counts as changed where its argmax moved at a position the
+    unedited model was sure of (`protect_margin`); 0 counts every move."""
+    from editor_core.evaluate import changed_prompts, prepare_locality
+
+    loaded = tiny_loaded()
+    loc = prepare_locality(loaded.model, loaded.tokenizer, PROTECTED)
+    assert changed_prompts(loaded.model, loaded.tokenizer, loc) == []  # nothing edited
+    loc.base[0] = loc.base[0].clone()
+    loc.base[0][0] += 1  # as if the model had answered otherwise at prompt 0's first token
+    loc.base[2] = loc.base[2].clone()
+    loc.base[2][-1] += 1
+    loc.margin[0] = torch.full_like(loc.margin[0], 0.2)  # a near-tie there
+    loc.margin[2] = torch.full_like(loc.margin[2], 3.0)  # a sure token
+    assert changed_prompts(loaded.model, loaded.tokenizer, loc) == [0, 2]
+    assert changed_prompts(loaded.model, loaded.tokenizer, loc, min_margin=1.0) == [2]
+    with pytest.raises(ValueError, match="protect_margin"):
+        EditorConfig(protect_margin=-0.5)

@@ -23,6 +23,7 @@ SERVE_ENV = {
             "values": "optimise",
             "lambda_override": 1e-3,
             "protect_weight": WEIGHT,
+            "protect_margin": 0.0,  # the random tiny model is sure of nothing
             "value_opt": {
                 "steps": 30,
                 "lr": 0.3,
