@@ -364,7 +364,10 @@ class EditBackend:
     def sequential(
         self, new: list[StoredEdit], parent: dict[str, torch.Tensor], parent_live: list[str]
     ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
-        """Solve the batch against the parent's weights (rows were computed on them)."""
+        """Solve the batch against the parent's weights (rows were computed on them; the
+        model holds them while this runs).  Holding protected prompts, a re-spreading
+        editor spreads the batch's residual targets again in each round: its rows depend
+        on what the solve holds."""
         from editor_core.apply import new_weights
 
         t0 = time.perf_counter()
@@ -373,9 +376,16 @@ class EditBackend:
             parts = [e.rows[name] for e in new if name in e.rows]
             merged[name] = _cat_rows(parts)
         masters = {n: self.adapter.to_rows(t).float() for n, t in parent.items()}
-        shifts = self.editor.hold_protected(
-            lambda: self.editor.solve(merged, len(new)), masters=masters
-        )
+        ed = self.editor
+
+        def solve() -> dict[str, torch.Tensor]:
+            targets = [e.residual_target for e in new if e.residual_target is not None]
+            if ed.protected is None or not ed.respreads or len(targets) < len(new):
+                return dict(ed.solve(merged, len(new)))
+            requests = [e.request() for e in new]
+            return dict(ed.solve(ed.joint_rows(requests, torch.stack(targets)), len(new)))
+
+        shifts = ed.hold_protected(solve, masters=masters)
         tensors = new_weights(self.adapter, shifts, masters)
         metrics = {
             "n_live": len(parent_live) + len(new),

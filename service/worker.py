@@ -199,13 +199,13 @@ class Worker:
             else:
                 _, parent_tensors = self.store.load(parent)
                 install(self.adapter, parent_tensors)
-                try:
+                try:  # rows, and the solve's checks of protected prompts, on the parent
                     new = self.backend.compute(adds)
+                    tensors, live, metrics = self.backend.sequential(
+                        new, parent_tensors, pm.live_edit_ids
+                    )
                 finally:
                     install(self.adapter, self.base_tensors)
-                tensors, live, metrics = self.backend.sequential(
-                    new, parent_tensors, pm.live_edit_ids
-                )
             manifest = Manifest(
                 version=self.store.next_number(),
                 parent=parent,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import ROOT, Proc, greedy, wait_job
+from tests.service.conftest import ROOT, Proc, base_env, greedy, wait_job
 
 PROTECT = ROOT / "tests" / "fixtures" / "protect.jsonl"
 WEIGHT = 10.0  # the tiny model's 64-wide keys: 100 also holds the capital edit back
@@ -69,3 +69,30 @@ def test_an_edit_of_a_protected_prompt_is_refused(client: httpx.Client) -> None:
     err = r.json()["error"]
     assert err["type"] == "prompt_is_protected"
     assert "edits[1]" in err["message"] and "FACTPATCH_PROTECT" in err["message"]
+
+
+def test_sequential_mode_holds_them_too(tmp_path: Path, tiny_dir: Path, redis_url: str) -> None:
+    """Sequential mode solves each batch against the current weights; its rounds check the
+    protected prompts on those weights plus the shift."""
+    env = base_env(tmp_path / "data", tiny_dir, REDIS_URL=redis_url, **SERVE_ENV)
+    env["FACTPATCH_EDIT_MODE"] = "sequential"
+    proc = Proc("serve", env, tmp_path / "serve.log").start()
+    try:
+        proc.wait_ready()
+        with httpx.Client(base_url=proc.url, timeout=60) as client:
+            before = greedy(client, "The river city is")["text"]
+            edits = [
+                {"prompt": "the capital town is", "target": "london"},
+                {"prompt": "A small river city was", "target": "tokyo"},
+            ]
+            r = client.post("/edits", json={"edits": edits})
+            assert r.status_code == 202, r.text
+            job = wait_job(client, r.json()["job_id"], timeout=120)
+            assert job["status"] == "applied", job
+            assert all(res["success"] for res in job["results"]), job["results"]
+            assert job["protected"] == {"checked": 2, "kept": 2, "changed": []}
+            assert greedy(client, "The river city is")["text"] == before
+            meta = client.get(f"/versions/{job['version']}").json()["metrics"]["protected"]
+            assert meta["held"] >= 1
+    finally:
+        proc.stop()
