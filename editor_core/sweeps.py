@@ -94,8 +94,8 @@ def run_simultaneous(
         row = evaluate_edit(
             loaded, editors[name], chosen, ordinary, nb, batch_size, same[n, d], progress, protected
         )
+        row["fact_ids"] = [f.id for f in chosen]  # which facts this draw edited
         if len(sets[n]) > 1:
-            row["fact_ids"] = [f.id for f in chosen]  # which facts this draw edited
             # each draw in the log as it ends: a run cut short keeps what it measured
             log.info(
                 "%s N=%d draw %d/%d: %s",

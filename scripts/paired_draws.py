@@ -8,6 +8,7 @@ draws), over the draws both runs measured with the same facts (`fact_ids`).
 
     python scripts/paired_draws.py out/v20_val16_shipped out/v20_val16_pin300 [--set facts]
     python scripts/paired_draws.py out/v23_val16 out/v23_val16 --where-a pin_weight=0 --where-b pin_weight=300
+    python scripts/paired_draws.py out/v24_val16_protect0 out/v24_val16_m1_a --also-b out/v24_val16_m1_b
 
 A run is a `factpatch eval --out` folder (results.json) or a `scripts/mu_sweep.py --out`
 folder (rows.jsonl, one setting per μ: draw k of one N is the same facts in every sweep
@@ -25,7 +26,16 @@ import numpy as np
 
 from editor_core.evaluate import SPREAD_METRICS, bootstrap_ci
 
-EXTRA = ("ls_nb_shared_token", "ls_nb_own_token", "ls_same_subject")
+EXTRA = (
+    "ls_nb_shared_token",
+    "ls_nb_own_token",
+    "ls_same_subject",
+    "ls_protected",
+    "ls_protected_sure",
+    "ls_nb_unprotected",
+    "protected_held",
+    "edit_seconds",
+)
 
 
 def parse_where(items: list[str]) -> dict[str, Any]:
@@ -107,6 +117,13 @@ def main() -> None:
         "a", type=Path, help="the reference run (factpatch eval --out, or mu_sweep.py --out)"
     )
     ap.add_argument("b", type=Path, help="the run compared with it, on the same draws")
+    ap.add_argument(
+        "--also-b",
+        type=Path,
+        action="append",
+        default=[],
+        help="more folders of run B (one --draws run split with --only-draws)",
+    )
     ap.add_argument("--set", default="facts", help="facts or realworld")
     for side in ("a", "b"):
         ap.add_argument(
@@ -120,6 +137,9 @@ def main() -> None:
     args = ap.parse_args()
     runs_a = draws_of(args.a, args.set, parse_where(args.where_a))
     runs_b = draws_of(args.b, args.set, parse_where(args.where_b))
+    for more in args.also_b:
+        for key, rows in draws_of(more, args.set, parse_where(args.where_b)).items():
+            runs_b.setdefault(key, []).extend(rows)
     for key in sorted(runs_a.keys() & runs_b.keys()):
         rows = paired(runs_a[key], runs_b[key])
         print(f"\n{key[0]}, N = {key[1]}: {args.b.name} − {args.a.name}\n")
