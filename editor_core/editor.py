@@ -371,19 +371,23 @@ class MalmenEditor:
         return {n: mu * m if h is None else mu * m + h for n, (m, h) in parts.items()}
 
     def protect(
-        self, prompts: Sequence[LocalityPrompt], progress: bool = False
+        self, prompts: Sequence[LocalityPrompt] | ProtectedSet, progress: bool = False
     ) -> ProtectedSet | None:
         """Protect `prompts` (with their answers, or the model's own continuations) from
         every solve from now on, replacing any list given before; [] removes protection.
-        Records the model's answers now: call it on the unedited weights.  Returns the set
-        (None for [])."""
+        Records the model's answers now: call it on the unedited weights — or pass a
+        `ProtectedSet` already read from them (`protect.protected_set`), which several
+        editors can share.  Returns the set (None for [])."""
         self.protected, self._all_gram, self.last_held = None, None, []
-        if not prompts:
+        if not len(prompts):
             return None
         cfg = self.config
-        self.protected = protected_set(self.model, self.tokenizer, prompts, cfg.lm_batch_size)
+        if isinstance(prompts, ProtectedSet):
+            self.protected = prompts
+        else:
+            self.protected = protected_set(self.model, self.tokenizer, prompts, cfg.lm_batch_size)
         if cfg.protect_rounds == 0:
-            self._all_gram = self._gram(range(len(prompts)), progress)
+            self._all_gram = self._gram(range(len(self.protected)), progress)
         return self.protected
 
     def _gram(self, idx: Iterable[int], progress: bool = False) -> dict[str, torch.Tensor]:
@@ -423,7 +427,8 @@ class MalmenEditor:
                 shifts = solve()
                 if round_ == cfg.protect_rounds:
                     break
-                new = [i for i in self._changed_by(shifts, masters) if i not in set(chosen)]
+                taken = set(chosen)
+                new = [i for i in self._changed_by(shifts, masters) if i not in taken]
                 if not new:
                     break
                 gram = self._gram(new)
@@ -737,6 +742,20 @@ class MalmenEditor:
         rows = self.spread_rows(requests, z, progress, anchored)
         return self._with_anchors(requests, rows, anchored)
 
+    def respread_solve(
+        self,
+        requests: Sequence[EditRequest],
+        z: torch.Tensor,
+        progress: bool = False,
+        masters: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The shifts of one joint solve of `requests` from their residual targets `z`
+        (`joint_rows`, then `solve`), holding the protected prompts (`hold_protected`; the
+        spread is redone in each round, since its layer solves hold them too)."""
+        return self.hold_protected(
+            lambda: self.solve(self.joint_rows(requests, z, progress), len(requests)), masters
+        )
+
     def solve(
         self, rows: dict[str, EditRows], n_edits: int | None = None
     ) -> dict[str, torch.Tensor]:
@@ -754,15 +773,13 @@ class MalmenEditor:
         (the value-optimising editor's slow steps)."""
         if self.config.values == "optimise":
             z = self.residual_targets(requests, progress).z
-            make = lambda: self.joint_rows(requests, z, progress)  # noqa: E731
-        else:
-            edit_rows = self._with_anchors(requests, self.hypernet_rows(requests))
-            make = lambda: edit_rows  # noqa: E731
-        made: list[dict[str, EditRows]] = []
+            made: list[dict[str, EditRows]] = []
 
-        def solve() -> dict[str, torch.Tensor]:
-            made.append(make())
-            return self.solve(made[-1], len(requests))
+            def solve() -> dict[str, torch.Tensor]:
+                made.append(self.joint_rows(requests, z, progress))  # the rows of each round
+                return self.solve(made[-1], len(requests))
 
-        shifts = self.hold_protected(solve)
-        return WeightDelta(shifts=shifts, rows=made[-1])
+            shifts = self.hold_protected(solve)
+            return WeightDelta(shifts=shifts, rows=made[-1])
+        rows = self._with_anchors(requests, self.hypernet_rows(requests))
+        return WeightDelta(self.hold_protected(lambda: self.solve(rows, len(requests))), rows)

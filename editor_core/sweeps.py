@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -183,7 +182,7 @@ def run_sequential(
                     )
                     live_clamp = [editor.target_clamp(len(live_reqs))] * len(live_reqs)
                     live_z = list(z)  # subjects edited across batches: one δ each
-                    shifts = _holding(editor, partial(_respread, editor, live_reqs, z, progress))
+                    shifts = editor.respread_solve(live_reqs, z, progress)
                     apply_delta(loaded.adapter, shifts, base)
             elif mode == "joint":
                 restore(loaded.adapter, base)  # rows against the base weights
@@ -222,12 +221,6 @@ def run_sequential(
     finally:
         restore(loaded.adapter, base)
     return history
-
-
-def _respread(
-    editor: Any, requests: list[EditRequest], z: torch.Tensor, progress: bool
-) -> dict[str, torch.Tensor]:
-    return dict(editor.solve(editor.joint_rows(requests, z, progress), len(requests)))
 
 
 def _holding(editor: Any, solve: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

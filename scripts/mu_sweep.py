@@ -25,7 +25,8 @@ table.md and the plot give each setting's mean over its draws — at N = 16 one 
 `--anchors K --anchor-weight ν` adds subject anchors; `--per-fact` turns off subject
 grouping (`value_opt.group_subjects`).
 `--oracle-pins W` is an analysis, not a method: the scored neighbourhood prompts join each
-solve as zero-value rows (what the update could keep of them if it knew them);
+solve as zero-value rows of weight W (`MalmenEditor.protect` with `protect_rounds` 0: what
+the update could keep of them if it knew them);
 `--pool-pins K --pin-pool F` pins each edit's prompt asked of K subjects of training facts F
 instead (what an editor could know).
 """
@@ -50,9 +51,8 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
-from editor_core.data.formats import is_question
-from editor_core.editor import EditRows, MalmenEditor
-from editor_core.encoding import EditRequest
+from editor_core.data.formats import LocalityPrompt, is_question
+from editor_core.editor import MalmenEditor
 from editor_core.evaluate import (
     MARGIN_EDGES,
     last_token_sharing,
@@ -65,7 +65,6 @@ from editor_core.evaluate import (
     score_edited,
     summarise_draws,
 )
-from editor_core.hooks import iter_keys
 from editor_core.loading import load_model
 from editor_core.metrics import token_accuracy
 from editor_core.optimize import ValueOptConfig
@@ -415,6 +414,10 @@ def main() -> int:
     neighbours = prepare_locality(loaded.model, loaded.tokenizer, pool)
     base = snapshot(loaded.adapter)
     base_cfg = editor.config
+    held = args.oracle_pins or (args.pool_pin_weight if args.pool_pins else 0.0)
+    if held:  # the extra prompts, held whole (no rounds) in every solve
+        base_cfg = replace(base_cfg, protect_weight=held, protect_rounds=0)
+        editor.config = base_cfg
 
     runs: list[tuple[int, int, list[Any]]] = []
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
@@ -432,11 +435,10 @@ def main() -> int:
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
         same = prepare_locality(loaded.model, loaded.tokenizer, same_subject_prompts(facts, chosen))
-        if args.oracle_pins:
-            extra_pins(editor, oracle_texts(nb, loaded.tokenizer), args.oracle_pins)
+        if args.oracle_pins:  # the scored neighbours, held whole in every solve (protect.py)
+            editor.protect(nb.prompts)
         elif args.pool_pins:
-            texts = pool_texts(chosen, pool_facts, args.pool_pins, args.seed + draw)
-            extra_pins(editor, texts, args.pool_pin_weight)
+            editor.protect(pool_texts(chosen, pool_facts, args.pool_pins, args.seed + draw))
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
             setting = {
@@ -462,8 +464,7 @@ def main() -> int:
             editor.config = replace(base_cfg, preserve=mu)
             t0 = time.perf_counter()
             try:
-                rows = editor.joint_rows(reqs, z, progress=True)
-                apply_delta(loaded.adapter, editor.solve(rows, len(reqs)), base)
+                apply_delta(loaded.adapter, editor.respread_solve(reqs, z, progress=True), base)
                 spread_s = time.perf_counter() - t0
                 scores = score_edited(
                     loaded, chosen, ordinary, nb, same_subject=same, margin_edges=MARGIN_EDGES
@@ -491,15 +492,7 @@ def main() -> int:
     return 0
 
 
-def oracle_texts(nb: Any, tokenizer: Any) -> list[EditRequest]:
-    """The scored neighbourhood prompts `nb`, each with the continuation scored."""
-    return [
-        EditRequest(lp.prompt, tokenizer.decode(seq[start + 1 :]))
-        for lp, seq, start in zip(nb.prompts, nb.sequences, nb.start, strict=True)
-    ]
-
-
-def pool_texts(chosen: list[Any], pool: list[Any], k: int, seed: int) -> list[EditRequest]:
+def pool_texts(chosen: list[Any], pool: list[Any], k: int, seed: int) -> list[LocalityPrompt]:
     """For each edit, its prompt asked of `k` subjects of `pool` (training facts) with the
     same relation, each with that subject's true answer: the neighbours an editor could
     know of without the test prompts."""
@@ -514,31 +507,8 @@ def pool_texts(chosen: list[Any], pool: list[Any], k: int, seed: int) -> list[Ed
             continue
         cands = [g for g in by_rel.get(f.relation, []) if g.subject != f.subject]
         for g in rng.sample(cands, min(k, len(cands))):
-            out.append(EditRequest(f.prompt.replace(f.subject, g.subject), g.true_answer))
+            out.append(LocalityPrompt(f.prompt.replace(f.subject, g.subject), g.true_answer))
     return out
-
-
-def extra_pins(editor: MalmenEditor, texts: list[EditRequest], weight: float) -> None:
-    """Makes `editor.anchor_rows` also return every token of `texts` (prompt + continuation)
-    as zero-value rows of `weight`, owned by edit 0, keyed once on the weights the model
-    holds now (the base).  With `oracle_texts` an upper bound on what the solve could keep
-    of the scored neighbours, not something an editor can do."""
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in editor.adapter.names}
-    for _owner, keys in iter_keys(editor.adapter, editor.tokenizer, texts, all_positions=True):
-        for n in parts:
-            parts[n].append(keys[n] * weight**0.5)
-    pins = {}
-    for m in editor.adapter.modules:
-        k = torch.cat(parts[m.name])
-        pins[m.name] = EditRows(
-            k,
-            k.new_zeros(k.shape[0], m.d_out),
-            torch.zeros(k.shape[0], dtype=torch.long, device=k.device),
-        )
-    own = type(editor).anchor_rows  # the class's, so a second draw does not stack wrappers
-    editor.anchor_rows = lambda requests: editor._with_anchors(  # type: ignore[method-assign]
-        requests, own(editor, requests), pins
-    )
 
 
 def split_by_last_token(facts: list[Any], es: list[float], tokenizer: Any) -> dict[str, float]:

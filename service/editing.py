@@ -302,7 +302,7 @@ class EditBackend:
         ed = self.editor
         if respread is not None:
             requests, z, _ = respread
-            shifts = ed.hold_protected(lambda: ed.solve(ed.joint_rows(requests, z), len(ids)))
+            shifts = ed.respread_solve(requests, z)
         else:
             shifts = ed.hold_protected(
                 lambda: ledger.solve(ed.lambdas(), ed.config.solve_dtype, ed.priors(len(ids)))
@@ -377,15 +377,12 @@ class EditBackend:
             merged[name] = _cat_rows(parts)
         masters = {n: self.adapter.to_rows(t).float() for n, t in parent.items()}
         ed = self.editor
-
-        def solve() -> dict[str, torch.Tensor]:
-            targets = [e.residual_target for e in new if e.residual_target is not None]
-            if ed.protected is None or not ed.respreads or len(targets) < len(new):
-                return dict(ed.solve(merged, len(new)))
+        targets = [e.residual_target for e in new if e.residual_target is not None]
+        if ed.protected is not None and ed.respreads and len(targets) == len(new):
             requests = [e.request() for e in new]
-            return dict(ed.solve(ed.joint_rows(requests, torch.stack(targets)), len(new)))
-
-        shifts = ed.hold_protected(solve, masters=masters)
+            shifts = ed.respread_solve(requests, torch.stack(targets), masters=masters)
+        else:
+            shifts = ed.hold_protected(lambda: ed.solve(merged, len(new)), masters=masters)
         tensors = new_weights(self.adapter, shifts, masters)
         metrics = {
             "n_live": len(parent_live) + len(new),

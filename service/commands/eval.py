@@ -193,18 +193,17 @@ def sample_pool(items: list[Any], n: int, seed: int) -> list[Any]:
     return items if len(items) <= n else random.Random(seed).sample(items, n)
 
 
-def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+def build_editors(
+    loaded: Any, args: argparse.Namespace, protected: Any = None
+) -> tuple[dict[str, Any], Any]:
     """{name: editor} for --editors, and a factory (η scale, λ, μ) -> MALMEN editor.
 
     The factory's None means the editor's own value, except μ: None there means
-    --malmen-preserve when given, else the checkpoint's.  With --protect every MALMEN editor
-    holds those prompts (their keys read once, on the base weights)."""
+    --malmen-preserve when given, else the checkpoint's.  `protected` (a
+    `protect.ProtectedSet`, read once on the base weights): every MALMEN editor holds it."""
     from editor_core.baselines import FTConfig, FTEditor, MendEditor
-    from editor_core.data import read_locality
     from editor_core.editor import EditorConfig, MalmenEditor, config_fields
     from editor_core.evaluate import with_overrides
-
-    held: list[Any] = []  # the protected set, keyed once
 
     def malmen(eta: float | None = None, lam: float | None = None, mu: float | None = None) -> Any:
         overrides = args.malmen_config or {}
@@ -220,10 +219,8 @@ def build_editors(loaded: Any, args: argparse.Namespace) -> tuple[dict[str, Any]
             ("protect_rounds", args.protect_rounds),
         )
         ed.config = replace(ed.config, **{k: v for k, v in knobs if v is not None})
-        if args.protect is not None:
-            if not held:
-                held.append(ed.protect(read_locality(args.protect), progress=True))
-            ed.protected = held[0]
+        if protected is not None:
+            ed.protect(protected, progress=True)
         return with_overrides(
             ed,
             eta if eta is not None else args.malmen_eta_scale,
@@ -268,6 +265,7 @@ def evaluate_set(
     ordinary: list[Any],
     neighbours: list[Any],
     args: argparse.Namespace,
+    held: Any = None,
 ) -> dict[str, Any]:
     from editor_core.evaluate import prepare_locality
     from editor_core.sweeps import run_sequential, run_simultaneous, run_tradeoff
@@ -282,11 +280,7 @@ def evaluate_set(
         loaded.model, loaded.tokenizer, sample_pool(ordinary, args.max_locality, args.seed)
     )
     nb_set = prepare_locality(loaded.model, loaded.tokenizer, nb_prompts)
-    protected = None
-    if args.protect is not None:
-        from editor_core.data import read_locality
-
-        protected = prepare_locality(loaded.model, loaded.tokenizer, read_locality(args.protect))
+    protected = held.record if held is not None else None  # the base model's answers
     ns = _ints(args.n)
     out: dict[str, Any] = {
         "n_facts": len(facts),
@@ -367,7 +361,12 @@ def run(args: argparse.Namespace) -> int:
         ModelSpec(source=args.model, layers=layers, device=args.device, dtype=args.dtype),
         args.data_dir,
     )
-    editors, make_malmen = build_editors(loaded, args)
+    held = None
+    if args.protect is not None:
+        from editor_core.protect import protected_set
+
+        held = protected_set(loaded.model, loaded.tokenizer, read_locality(args.protect))
+    editors, make_malmen = build_editors(loaded, args, held)
     label = args.malmen_label
     if label != "malmen" and "malmen" in editors:
         editors = {label if k == "malmen" else k: v for k, v in editors.items()}
@@ -399,9 +398,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             },
             "protect": str(args.protect) if args.protect else None,
-            "protect_sha256": getattr(
-                getattr(editors.get(label), "protected", None), "sha256", None
-            ),
+            "protect_sha256": held.sha256 if held is not None else None,
             "editors": list(editors),
             # every editor, ft and mend included, changes these layers' matrices only
             "edited_layers": list(loaded.adapter.layers),
@@ -426,7 +423,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("nothing to evaluate: give --facts and/or --realworld")
     for name, (facts, ordinary, neighbours) in sets.items():
         log.info("evaluating %s: %d facts", name, len(facts))
-        res = evaluate_set(loaded, editors, make_malmen, facts, ordinary, neighbours, args)
+        res = evaluate_set(loaded, editors, make_malmen, facts, ordinary, neighbours, args, held)
         results[name] = res
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(write_report(results, args.out))

@@ -37,12 +37,9 @@ SERVE_ENV = {
 }
 
 
-def test_protected_prompts_keep_their_answers(client: httpx.Client, serve: Proc) -> None:
-    """On the tiny model, editing "the capital town is" without protection also moves "The river
-    city is" to the new target (tests/editor_core/test_protect.py measures the same leak);
-    protected, the river city keeps its answer and both edits land."""
-    held = ["The river city is", "The Eiffel Tower is located in"]
-    before = {p: greedy(client, p)["text"] for p in held}
+def edits_land_and_protected_prompts_stay(client: httpx.Client) -> dict:
+    """POST the two edits (the first leaks into "The river city is" unprotected); both must
+    land and the job must report both protected prompts kept.  Returns the job."""
     edits = [
         {"prompt": "the capital town is", "target": "london"},
         {"prompt": "A small river city was", "target": "tokyo"},
@@ -53,6 +50,16 @@ def test_protected_prompts_keep_their_answers(client: httpx.Client, serve: Proc)
     assert job["status"] == "applied", job
     assert job["protected"] == {"checked": 2, "kept": 2, "changed": []}
     assert all(res["success"] for res in job["results"]), job["results"]
+    return job
+
+
+def test_protected_prompts_keep_their_answers(client: httpx.Client, serve: Proc) -> None:
+    """On the tiny model, editing "the capital town is" without protection also moves "The river
+    city is" to the new target (tests/editor_core/test_protect.py measures the same leak);
+    protected, the river city keeps its answer and both edits land."""
+    held = ["The river city is", "The Eiffel Tower is located in"]
+    before = {p: greedy(client, p)["text"] for p in held}
+    job = edits_land_and_protected_prompts_stay(client)
     # the served weights continue the answer-less protected prompt as before (the other
     # is held on its given answer, " paris", which the tiny model does not give)
     assert greedy(client, held[0])["text"] == before[held[0]]
@@ -81,16 +88,7 @@ def test_sequential_mode_holds_them_too(tmp_path: Path, tiny_dir: Path, redis_ur
         proc.wait_ready()
         with httpx.Client(base_url=proc.url, timeout=60) as client:
             before = greedy(client, "The river city is")["text"]
-            edits = [
-                {"prompt": "the capital town is", "target": "london"},
-                {"prompt": "A small river city was", "target": "tokyo"},
-            ]
-            r = client.post("/edits", json={"edits": edits})
-            assert r.status_code == 202, r.text
-            job = wait_job(client, r.json()["job_id"], timeout=120)
-            assert job["status"] == "applied", job
-            assert all(res["success"] for res in job["results"]), job["results"]
-            assert job["protected"] == {"checked": 2, "kept": 2, "changed": []}
+            job = edits_land_and_protected_prompts_stay(client)
             assert greedy(client, "The river city is")["text"] == before
             meta = client.get(f"/versions/{job['version']}").json()["metrics"]["protected"]
             assert meta["held"] >= 1
