@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.engine import Engine
 from service.errors import ApiError, error_response, install_handlers
 from service.metrics import Metrics
-from service.routes import edits, generate, health, versions
+from service.routes import edits, generate, health, protected, versions
 from service.routes import metrics as metrics_route
 from service.runtime import Shared, bootstrap, load_served_model, open_shared
 from service.settings import Settings
@@ -150,6 +150,6 @@ def create_app(
         m.latency.labels(path).observe(time.perf_counter() - t0)
         return response
 
-    for module in (edits, generate, versions, health, metrics_route):
+    for module in (edits, generate, versions, protected, health, metrics_route):
         app.include_router(module.router)
     return app

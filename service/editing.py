@@ -168,19 +168,27 @@ class EditBackend:
         self.base_masters = snapshot(self.adapter)  # float32, row convention
         self.dtype = next(loaded.model.parameters()).dtype
         self.check = True  # score the protected prompts after each version (`protect`)
+        self.protected_revision: int | None = None
 
-    def protect(self, prompts: list[Any], check: bool = True) -> None:
-        """Protect `prompts` (editor_core LocalityPrompts) in every solve
-        (`MalmenEditor.protect`: the answers are read now, from the base weights the worker's
-        model holds) and, with `check`, score them after each version (`check_protected`)."""
+    def protect(self, prompts: list[Any], check: bool = True, revision: int | None = None) -> None:
+        """Protect `prompts` (editor_core LocalityPrompts; [] protects none) in every solve
+        from now on (`MalmenEditor.protect`: the answers are read now, from the base weights
+        the worker's model holds) and, with `check`, score them after each version
+        (`check_protected`).  `revision`: the list's (`service.protected`), recorded with
+        every version."""
         held = self.editor.protect(prompts)
         self.check = check
+        self.protected_revision = revision
         cfg = self.editor.config
+        if held is None:
+            log.info("protecting no prompts (revision %s)", revision)
+            return
         log.info(
-            "protecting %d prompts (weight %g, %s, sha256 %s)",
+            "protecting %d prompts (weight %g, %s, revision %s, sha256 %s)",
             len(held),
             cfg.protect_weight,
             f"up to {cfg.protect_rounds} re-solves" if cfg.protect_rounds else "all held",
+            revision,
             held.sha256[:12],
         )
 
@@ -198,6 +206,7 @@ class EditBackend:
                 "rounds": cfg.protect_rounds,
                 "held": len(self.editor.last_held),
                 "sha256": held.sha256,
+                "revision": self.protected_revision,
             }
         }
 

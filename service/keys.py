@@ -20,6 +20,8 @@ EVENTS = "events"  # list of JSON events (commit, rollback)
 CHANNEL = "channel:current"  # pub/sub: a new `current`
 RATE = "rate:"  # fixed-window request counters
 WORKER_LEASE = "worker_lease"  # consumer name of the one active worker, with a TTL
+PROTECTED = "protected"  # hash: normalised prompt -> JSON {prompt, answer} (service.protected)
+PROTECTED_REV = "protected_rev"  # INCR on every change of PROTECTED, in the same transaction
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,14 @@ class Keys:
     @property
     def worker_lease(self) -> str:
         return self.prefix + WORKER_LEASE
+
+    @property
+    def protected(self) -> str:
+        return self.prefix + PROTECTED
+
+    @property
+    def protected_rev(self) -> str:
+        return self.prefix + PROTECTED_REV
 
     def rate(self, client: str, window: int) -> str:
         return f"{self.prefix}{RATE}{client}:{window}"

@@ -26,6 +26,11 @@ class Metrics:
         self.tokens = Counter("factpatch_generated_tokens", "tokens generated", registry=r)
         self.current_version = Gauge("factpatch_current_version", "served version", registry=r)
         self.queue_length = Gauge("factpatch_queue_length", "jobs in the stream", registry=r)
+        self.protected_prompts = Gauge(
+            "factpatch_protected_prompts",
+            "protected prompts the worker holds (the list's size at its last batch)",
+            registry=r,
+        )
         self.protected_changed = Gauge(
             "factpatch_protected_changed",
             "protected prompts whose answer the worker's last version changed",

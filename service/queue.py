@@ -168,6 +168,13 @@ class JobQueue:
             rec[name] = json.loads(rec[name]) if rec.get(name) else []
         return rec
 
+    def edit_prompts(self, edit_ids: list[str]) -> list[str | None]:
+        """The prompt of each edit (None where no record is left), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for edit_id in edit_ids:
+            pipe.hget(self.keys.edit(edit_id), "prompt")
+        return [v.decode() if v is not None else None for v in cast(list[Any], pipe.execute())]
+
     def mark(self, job_id: str, **fields: str) -> None:
         mapping = dict(fields)
         mapping["updated"] = str(time.time())

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from service.keys import Keys
+from service.protected import ProtectedList
 from service.queue import JobQueue
 from service.redis_client import connect
 from service.settings import Settings
@@ -25,6 +26,7 @@ class Shared:
     redis: redis.Redis
     store: VersionStore
     queue: JobQueue
+    protected: ProtectedList
 
 
 def open_shared(settings: Settings, redis_url: str) -> Shared:
@@ -33,7 +35,7 @@ def open_shared(settings: Settings, redis_url: str) -> Shared:
     client = connect(redis_url, settings.redis_timeout_s)
     store = VersionStore(settings.versions_dir, client, keys)
     queue = JobQueue(client, keys, settings.queue_max_length, settings.idempotency_ttl_s)
-    return Shared(settings, keys, client, store, queue)
+    return Shared(settings, keys, client, store, queue, ProtectedList(client, keys))
 
 
 def editor_layers(settings: Settings) -> tuple[int, ...] | None:
@@ -80,4 +82,24 @@ def bootstrap(shared: Shared, loaded: Any) -> str:
     sha = tensors_sha256(base)
     shared.store.bootstrap(base, sha)
     shared.queue.ensure_group()
+    seed_protected(shared)
     return sha
+
+
+def seed_protected(shared: Shared) -> None:
+    """Add FACTPATCH_PROTECT's prompts that are not on the protected list yet."""
+    path = shared.settings.protect
+    if path is None:
+        return
+    from editor_core.data import read_locality
+
+    prompts = read_locality(path)
+    change = shared.protected.add(prompts, only_new=True)
+    log.info(
+        "protected list: %d of %d prompts from %s were new; %d on the list (revision %d)",
+        change.changed,
+        len(prompts),
+        path,
+        change.count,
+        change.revision,
+    )

@@ -187,3 +187,46 @@ class Health(BaseModel):
     status: Literal["ok", "not_ready"]
     version: int | None = None
     detail: str | None = None
+
+
+class ProtectedPrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(max_length=_TEXT_CEILING, examples=["The capital of Italy is"])
+    answer: str | None = Field(
+        default=None,
+        max_length=_TEXT_CEILING,
+        examples=["Rome"],
+        description="the answer to hold; without one, the unedited model's own first "
+        "tokens are held",
+    )
+
+
+class ProtectedIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"prompts": [{"prompt": "The capital of Italy is"}]}]},
+    )
+    prompts: list[ProtectedPrompt] = Field(max_length=_LIST_CEILING)
+
+
+class ProtectedRemove(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"prompts": ["The capital of Italy is"]}]}
+    )
+    prompts: list[str] = Field(max_length=_LIST_CEILING, description="prompts to take off")
+
+
+class ProtectedOut(BaseModel):
+    count: int = Field(description="prompts on the list")
+    revision: int = Field(description="increments with every change of the list")
+    offset: int
+    prompts: list[ProtectedPrompt] = Field(description="in normalised-prompt order")
+
+
+class ProtectedChange(BaseModel):
+    changed: int = Field(description="prompts added (POST), on the list (PUT) or removed (DELETE)")
+    count: int = Field(description="prompts on the list now")
+    revision: int = Field(description="the list's revision now; versions record the one held")
+    not_found: list[str] = Field(
+        default_factory=list, description="DELETE: the asked prompts that were not on the list"
+    )

@@ -89,11 +89,16 @@ class Settings(BaseSettings):
 
     protect: Path | None = Field(
         default=None,
-        description="JSONL of prompts no edit may change ({'prompt', 'answer'?} a line): "
-        "held in every solve, checked after every version",
+        description="JSONL of prompts no edit may change ({'prompt', 'answer'?} a line), "
+        "added at start-up to the protected list (`/protected`) where missing",
     )
     protect_check: bool = Field(
         default=True, description="after each version, score the protected prompts"
+    )
+    max_protected: int = Field(
+        default=10_000,
+        ge=1,
+        description="prompts the protected list may hold (each solve scores them all)",
     )
 
     @field_validator("protect", mode="before")

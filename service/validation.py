@@ -6,12 +6,10 @@ job that reaches the queue can always be encoded by the worker.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from service.errors import ApiError
-from service.schemas import EditIn, EditsRequest, GenerateRequest
+from service.schemas import EditIn, EditsRequest, GenerateRequest, ProtectedIn
 from service.settings import Settings
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
@@ -24,7 +22,13 @@ def _text(value: str, what: str, limit: int) -> None:
         raise ApiError("text_too_long", f"{what} has {len(value)} characters; the limit is {limit}")
 
 
-def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
+def validate_edits(
+    body: EditsRequest,
+    s: Settings,
+    tokenizer: Any,
+    protected: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """`protected`: the normalised forms of the body's prompts that are protected."""
     from editor_core.encoding import EmptyEditError, subject_span, tokenize_pair
     from editor_core.joint import normalise_prompt
 
@@ -54,11 +58,12 @@ def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
                 f"edits[{i}]: prompt {e.prompt[:60]!r} appears with two different targets",
             )
         targets[key] = e.target.strip()
-        if key in protected_prompts(s.protect):
+        if key in protected:
             raise ApiError(
                 "prompt_is_protected",
-                f"edits[{i}]: prompt {e.prompt[:60]!r} is a protected prompt (FACTPATCH_PROTECT): "
-                "every version holds its answer; take it off the list (and restart) to edit it",
+                f"edits[{i}]: prompt {e.prompt[:60]!r} is a protected prompt (GET /protected): "
+                "every version holds its answer; take it off the list (DELETE /protected) to "
+                "edit it",
             )
         try:
             p_ids, t_ids = tokenize_pair(tokenizer, e.prompt, e.target)
@@ -72,19 +77,32 @@ def validate_edits(body: EditsRequest, s: Settings, tokenizer: Any) -> None:
             )
 
 
-@lru_cache(maxsize=4)
-def _protected(path: Path, mtime_ns: int) -> frozenset[str]:
-    from editor_core.data import read_locality
-    from editor_core.joint import normalise_prompt
+def validate_protected(body: ProtectedIn, s: Settings, tokenizer: Any) -> None:
+    from editor_core.encoding import normalise_prompt
 
-    return frozenset(normalise_prompt(p.prompt) for p in read_locality(path))
-
-
-def protected_prompts(path: Path | None) -> frozenset[str]:
-    """The normalised protected prompts (FACTPATCH_PROTECT), read once per file version."""
-    if path is None:
-        return frozenset()
-    return _protected(path, path.stat().st_mtime_ns)
+    n = len(body.prompts)
+    if n > s.max_protected:
+        raise ApiError("too_many_prompts", f"{n} prompts; the list holds at most {s.max_protected}")
+    answers: dict[str, str | None] = {}
+    for i, p in enumerate(body.prompts):
+        _text(p.prompt, f"prompts[{i}].prompt", s.max_prompt_chars)
+        if p.answer is not None:
+            _text(p.answer, f"prompts[{i}].answer", s.max_target_chars)
+        key = normalise_prompt(p.prompt)
+        answer = p.answer.strip() if p.answer is not None else None
+        if key in answers and answers[key] != answer:
+            raise ApiError(
+                "conflicting_answers",
+                f"prompts[{i}]: prompt {p.prompt[:60]!r} appears with two different answers",
+            )
+        answers[key] = answer
+        n_tokens = len(tokenizer(p.prompt + " " + (p.answer or ""))["input_ids"])
+        if n_tokens > s.max_edit_tokens:
+            raise ApiError(
+                "too_many_tokens",
+                f"prompts[{i}]: prompt + answer is {n_tokens} tokens; the limit is "
+                f"{s.max_edit_tokens}",
+            )
 
 
 def _validate_keep(i: int, e: EditIn, s: Settings) -> None:

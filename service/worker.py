@@ -25,6 +25,7 @@ import redis
 from editor_core.apply import install_weights as install
 from service.editing import EditBackend, StoredEdit
 from service.engine import SamplingParams, decode_loop, edited_tensors
+from service.protected import ProtectedList
 from service.queue import Job, JobQueue
 from service.settings import Settings
 from service.versions import Manifest, VersionStore
@@ -62,6 +63,7 @@ class Worker:
         backend: EditBackend,
         base_sha256: str,
         metrics: Any = None,
+        protected: ProtectedList | None = None,
     ):
         self.s = settings
         self.queue = queue
@@ -70,6 +72,8 @@ class Worker:
         self.adapter = backend.adapter
         self.base_sha256 = base_sha256
         self.metrics = metrics
+        self.protected = protected
+        self.protected_revision: int | None = None  # of the list the backend holds
         self.base_tensors = edited_tensors(self.adapter)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -177,6 +181,10 @@ class Worker:
 
     # -- one batch ----------------------------------------------------------------------
     def apply(self, todo: list[Entry]) -> None:
+        self.sync_protected()
+        todo = self._reject_protected(todo)
+        if not todo:
+            return
         for _, job in todo:
             self.queue.mark(job.job_id, status="running")
         adds = [e for _, job in todo if job.kind == "add" for e in job.edits]
@@ -241,6 +249,38 @@ class Worker:
             len(todo),
         )
         self.verify(todo, tensors, new)
+
+    def sync_protected(self) -> None:
+        """Hold the protected list as it is now (`service.protected`): re-read it, and the
+        unedited model's answers, when its revision moved.  Call with the base weights
+        installed."""
+        if self.protected is None or self.protected.revision() == self.protected_revision:
+            return
+        rev, prompts = self.protected.snapshot()
+        self.backend.protect(prompts, check=self.s.protect_check, revision=rev)
+        self.protected_revision = rev
+        if self.metrics is not None:
+            self.metrics.protected_prompts.set(len(prompts))
+
+    def _reject_protected(self, todo: list[Entry]) -> list[Entry]:
+        """Fail the jobs that edit a protected prompt: it was protected after the job was
+        accepted, and the solve would hold the very answer the edit changes."""
+        if self.protected is None or self.protected_revision == 0:
+            return todo
+        keep = []
+        for eid, job in todo:
+            hit = self.protected.which(e["prompt"] for e in job.edits if job.kind == "add")
+            if not hit:
+                keep.append((eid, job))
+                continue
+            self.queue.mark_failed(
+                job.job_id,
+                f"prompt_is_protected: {sorted(hit)[0][:60]!r} was protected after the job "
+                "was accepted (GET /protected); take it off the list and send the edit again",
+            )
+            self.queue.ack([eid])
+            self._count("failed")
+        return keep
 
     def _reject_withdrawals(
         self, todo: list[Entry], pm: Manifest, withdraw: set[str]

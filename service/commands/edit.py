@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default=None, help="edited layers (must match the editor)")
     p.add_argument("--eta-scale", type=float, default=None, help="edit-time η multiplier")
     p.add_argument("--lambda", dest="lam", type=float, default=None, help="edit-time λ")
+    p.add_argument(
+        "--protect",
+        type=Path,
+        default=None,
+        help='JSONL {"prompt", "answer"?} of prompts whose answers the edit must keep '
+        "(protected prompts: held where the edit would change them)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", type=Path, default=None, help="default: FACTPATCH_DATA_DIR")
     p.set_defaults(func=run)
@@ -78,10 +85,20 @@ def run(args: argparse.Namespace) -> int:
         overrides["lambda_override"] = args.lam
     editor = MalmenEditor.from_checkpoint(args.editor, loaded, **overrides)
     requests = editor.with_subjects(read_requests(args.facts))
+    if args.protect is not None:
+        from editor_core.data import read_locality
+
+        editor.protect(read_locality(args.protect), progress=True)  # on the unedited weights
     delta = editor.compute_delta(requests, progress=True)  # minutes with malmen-opt on a CPU
     apply_delta(loaded.adapter, delta, snapshot(loaded.adapter))
     args.out.mkdir(parents=True, exist_ok=True)
     loaded.model.save_pretrained(args.out, safe_serialization=True)
     loaded.tokenizer.save_pretrained(args.out)
     log.info("%d facts applied; edited model written to %s", len(requests), args.out)
+    if editor.protected is not None:
+        log.info(
+            "%d protected prompts; the solve held %d of them",
+            len(editor.protected),
+            len(editor.last_held),
+        )
     return 0

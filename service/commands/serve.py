@@ -54,11 +54,9 @@ def build_worker(settings: Settings, redis_url: str, metrics: Any = None) -> Any
     base_sha = bootstrap(shared, loaded)
     editor = load_editor(loaded, settings.editor, settings.editor_config)
     backend = EditBackend(loaded, editor, RowStore(settings.edits_dir))
-    if settings.protect is not None:
-        from editor_core.data import read_locality
-
-        backend.protect(read_locality(settings.protect), check=settings.protect_check)
-    return Worker(settings, shared.queue, shared.store, backend, base_sha, metrics)
+    return Worker(
+        settings, shared.queue, shared.store, backend, base_sha, metrics, shared.protected
+    )
 
 
 def _serve_http(settings: Settings, redis_url: str, with_worker: bool) -> int:

@@ -1,1 +1,1 @@
-"""One router per resource: edits, generate, versions, health, metrics."""
+"""One router per resource: edits, generate, versions, protected, health, metrics."""

@@ -37,9 +37,9 @@ SERVE_ENV = {
 }
 
 
-def edits_land_and_protected_prompts_stay(client: httpx.Client) -> dict:
+def edits_land_and_protected_prompts_stay(client: httpx.Client, checked: int = 2) -> dict:
     """POST the two edits (the first leaks into "The river city is" unprotected); both must
-    land and the job must report both protected prompts kept.  Returns the job."""
+    land and the job must report all `checked` protected prompts kept.  Returns the job."""
     edits = [
         {"prompt": "the capital town is", "target": "london"},
         {"prompt": "A small river city was", "target": "tokyo"},
@@ -48,7 +48,7 @@ def edits_land_and_protected_prompts_stay(client: httpx.Client) -> dict:
     assert r.status_code == 202, r.text
     job = wait_job(client, r.json()["job_id"], timeout=120)
     assert job["status"] == "applied", job
-    assert job["protected"] == {"checked": 2, "kept": 2, "changed": []}
+    assert job["protected"] == {"checked": checked, "kept": checked, "changed": []}
     assert all(res["success"] for res in job["results"]), job["results"]
     return job
 
@@ -66,7 +66,10 @@ def test_protected_prompts_keep_their_answers(client: httpx.Client, serve: Proc)
     meta = client.get(f"/versions/{job['version']}").json()["metrics"]["protected"]
     assert meta["prompts"] == 2 and meta["weight"] == WEIGHT and len(meta["sha256"]) == 64
     assert "factpatch_protected_changed 0.0" in client.get("/metrics").text
-    assert "protecting 2 prompts" in Path(serve.log).read_text()
+    log = Path(serve.log).read_text()
+    assert "protecting 2 prompts" in log
+    assert "2 of 2 prompts from" in log  # FACTPATCH_PROTECT seeded the list
+    assert client.get("/protected").json()["count"] == 2
 
 
 def test_an_edit_of_a_protected_prompt_is_refused(client: httpx.Client) -> None:
@@ -75,7 +78,7 @@ def test_an_edit_of_a_protected_prompt_is_refused(client: httpx.Client) -> None:
     assert r.status_code == 409, r.text
     err = r.json()["error"]
     assert err["type"] == "prompt_is_protected"
-    assert "edits[1]" in err["message"] and "FACTPATCH_PROTECT" in err["message"]
+    assert "edits[1]" in err["message"] and "DELETE /protected" in err["message"]
 
 
 def test_sequential_mode_holds_them_too(tmp_path: Path, tiny_dir: Path, redis_url: str) -> None:

@@ -37,6 +37,16 @@ def test_keys_scopes_and_rate_limit(client: httpx.Client):
     r = client.post("/versions/0/rollback", headers=gen)
     assert r.status_code == 403 and r.json()["error"]["type"] == "forbidden"
     assert client.post("/versions/0/rollback", headers=admin).status_code == 200
+    # the protected list: any key reads it, only admin changes it
+    assert client.get("/protected").status_code == 401
+    assert client.get("/protected", headers=gen).json()["count"] == 0
+    change = {"prompts": [{"prompt": "The capital of Italy is"}]}
+    for method in ("POST", "PUT", "DELETE"):
+        payload = change if method != "DELETE" else {"prompts": ["The capital of Italy is"]}
+        r = client.request(method, "/protected", json=payload, headers=gen)
+        assert r.status_code == 403, (method, r.text)
+        r = client.request(method, "/protected", json=payload, headers=admin)
+        assert r.status_code == 200, (method, r.text)
     statuses = [client.post("/generate", json=body, headers=gen).status_code for _ in range(12)]
     assert statuses[-1] == 429
     r = client.post("/generate", json=body, headers=gen)
