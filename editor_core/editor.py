@@ -385,7 +385,9 @@ class MalmenEditor:
         if isinstance(prompts, ProtectedSet):
             self.protected = prompts
         else:
-            self.protected = protected_set(self.model, self.tokenizer, prompts, cfg.lm_batch_size)
+            self.protected = protected_set(
+                self.model, self.tokenizer, prompts, cfg.lm_batch_size, self.adapter
+            )
         if cfg.protect_rounds == 0:
             self._all_gram = self._gram(range(len(self.protected)), progress)
         return self.protected

@@ -39,6 +39,7 @@ from editor_core.encoding import (
 )
 from editor_core.loading import LoadedModel
 from editor_core.metrics import token_accuracy
+from editor_core.resume import Resume, full_logits, positions, resumed_logits
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +141,21 @@ class LocalitySet:
     base: list[torch.Tensor]  # (k,) unedited argmax at the k scored positions
     # (k,) the unedited model's log-probability margin of that argmax over the runner-up
     margin: list[torch.Tensor] = field(default_factory=list)
+    # the states entering the lowest edited block, where scoring can start (`resume`)
+    resume: Resume | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     def subset(self, idx: Sequence[int]) -> LocalitySet:
         return LocalitySet(
-            *[
-                [getattr(self, f)[i] for i in idx]
-                for f in ("prompts", "sequences", "start", "gold", "base", "margin")
-            ]
+            prompts=[self.prompts[i] for i in idx],
+            sequences=[self.sequences[i] for i in idx],
+            start=[self.start[i] for i in idx],
+            gold=[self.gold[i] for i in idx],
+            base=[self.base[i] for i in idx],
+            margin=[self.margin[i] for i in idx] if self.margin else [],
+            resume=self.resume.subset(idx) if self.resume is not None else None,
         )
 
 
@@ -157,20 +163,19 @@ class LocalitySet:
 def _logits_at(
     model: torch.nn.Module, loc: LocalitySet, pad: int, batch_size: int
 ) -> Iterator[torch.Tensor]:
-    """Per prompt, the float logits (k, V) at its k scored positions, on the model's device."""
-    device = next(model.parameters()).device
+    """Per prompt, the float logits (k, V) at its k scored positions, on the model's device;
+    from the stored states on where `loc` has them (`editor_core.resume`) and they still
+    hold."""
+    resume = loc.resume if loc.resume is not None and loc.resume.usable(model) else None
     for i in range(0, len(loc), batch_size):
         seqs = [s[:-1] for s in loc.sequences[i : i + batch_size]]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)  # (B, W)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            ids[b, : len(s)] = torch.tensor(s)
-            mask[b, : len(s)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        for b, s in enumerate(seqs):
-            start = loc.start[i + b]
-            yield logits[b, start : len(s)].float()  # positions predicting the continuation
+        keep, counts = positions(loc.start[i : i + batch_size], [len(s) for s in seqs])
+        if resume is not None:
+            logits = resumed_logits(model, resume, range(i, i + len(seqs)), keep)
+        else:
+            logits = full_logits(model, seqs, pad, keep)
+        for b, k in enumerate(counts):
+            yield logits[b, :k].float()  # positions predicting the continuation
 
 
 def _argmax_at(

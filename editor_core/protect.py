@@ -44,6 +44,7 @@ from editor_core.data.formats import LocalityPrompt
 from editor_core.encoding import EditRequest
 from editor_core.hooks import iter_keys
 from editor_core.progress import bar
+from editor_core.resume import take_states
 
 if TYPE_CHECKING:
     from editor_core.evaluate import LocalitySet
@@ -87,12 +88,19 @@ def protected_set(
     tokenizer: Any,
     prompts: Sequence[LocalityPrompt],
     batch_size: int = 32,
+    adapter: ModelAdapter | None = None,
 ) -> ProtectedSet:
     """Tokenise `prompts`, record the model's answers (call on the unedited weights) and the
-    continuation to hold for each: its answer, or the model's own `GREEDY_TOKENS` tokens."""
+    continuation to hold for each: its answer, or the model's own `GREEDY_TOKENS` tokens.
+    With the `adapter` of the editor that will hold them, each prompt also keeps the
+    states entering its lowest edited block, and every later check of the set scores
+    from there (`editor_core.resume`)."""
     from editor_core.evaluate import prepare_locality  # evaluate imports the editor
 
     record = prepare_locality(model, tokenizer, prompts, GREEDY_TOKENS, batch_size)
+    if adapter is not None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        record.resume = take_states(model, adapter, record.sequences, record.start, pad, batch_size)
     texts = [
         EditRequest(p.prompt, p.answer or tokenizer.decode(seq[start + 1 :]).strip())
         for p, seq, start in zip(prompts, record.sequences, record.start, strict=True)

@@ -365,7 +365,9 @@ def run(args: argparse.Namespace) -> int:
     if args.protect is not None:
         from editor_core.protect import protected_set
 
-        held = protected_set(loaded.model, loaded.tokenizer, read_locality(args.protect))
+        held = protected_set(
+            loaded.model, loaded.tokenizer, read_locality(args.protect), adapter=loaded.adapter
+        )
     editors, make_malmen = build_editors(loaded, args, held)
     label = args.malmen_label
     if label != "malmen" and "malmen" in editors:
