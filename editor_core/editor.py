@@ -371,13 +371,19 @@ class MalmenEditor:
         return {n: mu * m if h is None else mu * m + h for n, (m, h) in parts.items()}
 
     def protect(
-        self, prompts: Sequence[LocalityPrompt] | ProtectedSet, progress: bool = False
+        self,
+        prompts: Sequence[LocalityPrompt] | ProtectedSet,
+        progress: bool = False,
+        same_weights: bool = False,
     ) -> ProtectedSet | None:
         """Protect `prompts` (with their answers, or the model's own continuations) from
         every solve from now on, replacing any list given before; [] removes protection.
         Records the model's answers now: call it on the unedited weights — or pass a
         `ProtectedSet` already read from them (`protect.protected_set`), which several
-        editors can share.  Returns the set (None for [])."""
+        editors can share.  `same_weights`: the model holds the unedited weights the list
+        given before was read from, so its prompts are not read again (a list that grows
+        by a few prompts costs those few).  Returns the set (None for [])."""
+        before = self.protected if same_weights else None
         self.protected, self._all_gram, self.last_held = None, None, []
         if not len(prompts):
             return None
@@ -386,7 +392,7 @@ class MalmenEditor:
             self.protected = prompts
         else:
             self.protected = protected_set(
-                self.model, self.tokenizer, prompts, cfg.lm_batch_size, self.adapter
+                self.model, self.tokenizer, prompts, cfg.lm_batch_size, self.adapter, before
             )
         if cfg.protect_rounds == 0:
             self._all_gram = self._gram(range(len(self.protected)), progress)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -89,23 +89,88 @@ def protected_set(
     prompts: Sequence[LocalityPrompt],
     batch_size: int = 32,
     adapter: ModelAdapter | None = None,
+    reuse: ProtectedSet | None = None,
 ) -> ProtectedSet:
     """Tokenise `prompts`, record the model's answers (call on the unedited weights) and the
     continuation to hold for each: its answer, or the model's own `GREEDY_TOKENS` tokens.
     With the `adapter` of the editor that will hold them, each prompt also keeps the
     states entering its lowest edited block, and every later check of the set scores
-    from there (`editor_core.resume`)."""
-    from editor_core.evaluate import prepare_locality  # evaluate imports the editor
-
-    record = prepare_locality(model, tokenizer, prompts, GREEDY_TOKENS, batch_size)
-    if adapter is not None:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        record.resume = take_states(model, adapter, record.sequences, record.start, pad, batch_size)
+    from there (`editor_core.resume`).  `reuse`: a set read from the same unedited weights
+    (the caller vouches for that): its prompts are taken from it, not read again — a list
+    that grows by a few prompts costs those few."""
+    old = _reusable(reuse, model, adapter)
+    fresh = [p for p in prompts if _key(p) not in old]
+    record = _read(model, tokenizer, fresh, batch_size, adapter)
+    if old:
+        assert reuse is not None
+        at = {_key(p): i for i, p in enumerate(fresh)}
+        record = _assemble(
+            [
+                (record, at[_key(p)]) if _key(p) in at else (reuse.record, old[_key(p)])
+                for p in prompts
+            ]
+        )
     texts = [
         EditRequest(p.prompt, p.answer or tokenizer.decode(seq[start + 1 :]).strip())
         for p, seq, start in zip(prompts, record.sequences, record.start, strict=True)
     ]
     return ProtectedSet(list(prompts), texts, record, texts_sha256(texts))
+
+
+def _key(p: LocalityPrompt) -> tuple[str, str | None]:
+    return p.prompt, p.answer
+
+
+def _reusable(
+    reuse: ProtectedSet | None, model: torch.nn.Module, adapter: ModelAdapter | None
+) -> dict[tuple[str, str | None], int]:
+    """Where each prompt of `reuse` sits, if its states can join new ones (or it has none
+    and none are wanted); {} otherwise."""
+    if reuse is None:
+        return {}
+    resume = reuse.record.resume
+    if adapter is None:
+        ok = resume is None
+    else:
+        ok = resume is not None and resume.usable(model) and resume.layer == adapter.lowest_layer
+    return {_key(p): i for i, p in enumerate(reuse.prompts)} if ok else {}
+
+
+def _read(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[LocalityPrompt],
+    batch_size: int,
+    adapter: ModelAdapter | None,
+) -> LocalitySet:
+    from editor_core.evaluate import prepare_locality  # evaluate imports the editor
+
+    record = prepare_locality(model, tokenizer, prompts, GREEDY_TOKENS, batch_size)
+    if adapter is not None and prompts:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        record.resume = take_states(model, adapter, record.sequences, record.start, pad, batch_size)
+    return record
+
+
+def _assemble(picks: Sequence[tuple[LocalitySet, int]]) -> LocalitySet:
+    """One record from entries of several (each a (record, index) pair): the states go
+    with them only when every entry has its own."""
+    from editor_core.evaluate import LocalitySet
+
+    out = LocalitySet(
+        prompts=[rec.prompts[i] for rec, i in picks],
+        sequences=[rec.sequences[i] for rec, i in picks],
+        start=[rec.start[i] for rec, i in picks],
+        gold=[rec.gold[i] for rec, i in picks],
+        base=[rec.base[i] for rec, i in picks],
+        margin=[rec.margin[i] for rec, i in picks],
+    )
+    states = [rec.resume for rec, _ in picks]
+    if all(r is not None for r in states):
+        first = states[0]
+        assert first is not None
+        out.resume = replace(first, hidden=[rec.resume.hidden[i] for rec, i in picks])  # type: ignore[union-attr]
+    return out
 
 
 @torch.no_grad()

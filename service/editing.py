@@ -176,7 +176,8 @@ class EditBackend:
         the worker's model holds) and, with `check`, score them after each version
         (`check_protected`).  `revision`: the list's (`service.protected`), recorded with
         every version."""
-        held = self.editor.protect(prompts)
+        # the worker re-reads the list on its base weights: prompts already read are kept
+        held = self.editor.protect(prompts, same_weights=True)
         self.check = check
         self.protected_revision = revision
         cfg = self.editor.config

@@ -86,3 +86,45 @@ def test_nothing_to_skip_when_the_first_block_is_edited() -> None:
     record = prepare_locality(loaded.model, loaded.tokenizer, PROMPTS)
     states = take_states(loaded.model, loaded.adapter, record.sequences, record.start, 0, 4)
     assert states is None
+
+
+def test_a_grown_list_reads_only_its_new_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`protected_set(reuse=…)` (the worker's re-read after the list changed): prompts read
+    before are taken over, states and all; the record equals one read from scratch."""
+    import editor_core.evaluate as evaluate
+
+    loaded = tiny_loaded("llama", layers=4, edit=(2, 3))
+    model, tok = loaded.model, loaded.tokenizer
+    before = protected_set(model, tok, PROMPTS[:3], batch_size=3, adapter=loaded.adapter)
+    grown = [PROMPTS[1], PROMPTS[3], LocalityPrompt(PROMPTS[0].prompt, W[10]), PROMPTS[2]]
+    read: list[int] = []
+    real = evaluate.prepare_locality
+
+    def counted(model, tokenizer, prompts, *a, **k):
+        read.append(len(prompts))
+        return real(model, tokenizer, prompts, *a, **k)
+
+    monkeypatch.setattr(evaluate, "prepare_locality", counted)
+    again = protected_set(model, tok, grown, 3, loaded.adapter, reuse=before)
+    assert read == [2]  # the new prompt and the re-answered one
+    scratch = protected_set(model, tok, grown, 3, loaded.adapter)
+    assert again.texts == scratch.texts and again.sha256 == scratch.sha256
+    a, b = again.record, scratch.record
+    assert (a.sequences, a.start, a.gold) == (b.sequences, b.start, b.gold)
+    for x, y in zip(a.base + a.margin, b.base + b.margin, strict=True):
+        torch.testing.assert_close(x, y)
+    assert a.resume is not None and b.resume is not None
+    for x, y in zip(a.resume.hidden, b.resume.hidden, strict=True):
+        torch.testing.assert_close(x, y)
+    masters = snapshot(loaded.adapter)
+    apply_delta(loaded.adapter, _shift(loaded, 5.0), masters)
+    try:
+        assert changed_prompts(model, tok, a) == changed_prompts(model, tok, b)
+    finally:
+        restore(loaded.adapter, masters)
+    # weights written since: nothing of the old set is taken over
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(2.0)
+    read.clear()
+    protected_set(model, tok, grown, 3, loaded.adapter, reuse=again)
+    assert read == [4]
