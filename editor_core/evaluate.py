@@ -39,7 +39,7 @@ from editor_core.encoding import (
 )
 from editor_core.loading import LoadedModel
 from editor_core.metrics import token_accuracy
-from editor_core.resume import Resume, full_logits, positions, resumed_logits
+from editor_core.resume import Resume, full_logits, logits_at_positions, positions, resumed_logits
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,11 @@ def greedy_tokens(
     for _ in range(n_tokens):
         width = int(lengths.max())
         mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
-        logits = model(input_ids=ids[:, :width], attention_mask=mask).logits  # (B, W, V)
-        nxt = logits[rows, lengths - 1].float().argmax(-1)  # (B,)
+        last = (lengths - 1)[:, None]  # (B, 1): only the last position is projected
+        logits = logits_at_positions(
+            model, last, device, input_ids=ids[:, :width], attention_mask=mask
+        )
+        nxt = logits[:, 0].float().argmax(-1)  # (B,)
         ids[rows, lengths] = nxt
         out.append(nxt)
         lengths = lengths + 1

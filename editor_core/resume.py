@@ -94,13 +94,17 @@ def positions(starts: Sequence[int], ends: Sequence[int]) -> tuple[torch.Tensor,
     return keep, counts
 
 
-def _head(
+def logits_at_positions(
     model: nn.Module, keep: torch.Tensor, device: torch.device, **inputs: torch.Tensor
 ) -> torch.Tensor:
-    """Logits (B, K, V) at `keep` only: the vocabulary projection is most of a short pass."""
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        return model(**inputs, use_cache=False, logits_to_keep=keep.to(device)).logits
-    logits = model(**inputs, use_cache=False).logits  # (B, W, V)
+    """Logits (B, K, V) at `keep` (B, K) only: the vocabulary projection is most of a short
+    pass.  Without a KV cache where the model takes `use_cache`."""
+    accepts = inspect.signature(model.forward).parameters
+    if "use_cache" in accepts:
+        inputs["use_cache"] = False  # type: ignore[assignment]
+    if "logits_to_keep" in accepts:
+        return model(**inputs, logits_to_keep=keep.to(device)).logits
+    logits = model(**inputs).logits  # (B, W, V)
     return logits.gather(1, keep.to(device)[..., None].expand(-1, -1, logits.shape[-1]))
 
 
@@ -115,7 +119,9 @@ def full_logits(
     for b, s in enumerate(seqs):
         ids[b, : len(s)] = torch.tensor(s)
         mask[b, : len(s)] = 1
-    return _head(model, keep, device, input_ids=ids.to(device), attention_mask=mask.to(device))
+    return logits_at_positions(
+        model, keep, device, input_ids=ids.to(device), attention_mask=mask.to(device)
+    )
 
 
 def resumed_logits(
@@ -130,7 +136,7 @@ def resumed_logits(
         x[b, : h.shape[0]] = h
         mask[b, : h.shape[0]] = 1
     with _cut(model, resume.layers_path, resume.layer):
-        return _head(model, keep, x.device, inputs_embeds=x, attention_mask=mask)
+        return logits_at_positions(model, keep, x.device, inputs_embeds=x, attention_mask=mask)
 
 
 @torch.no_grad()
