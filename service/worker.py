@@ -141,6 +141,7 @@ class Worker:
                 self.consumer, self.s.worker_max_batch, self.s.worker_block_ms
             )
         if not entries:
+            self.sync_protected()  # a changed list is read while idle, not when edits wait
             return 0
         deadline = time.monotonic() + self.s.worker_linger_ms / 1000
         while _n_edits(entries) < self.s.worker_max_batch:

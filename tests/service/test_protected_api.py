@@ -16,6 +16,7 @@ from service.protected import ProtectedList
 from tests.service.conftest import Proc, base_env, greedy, wait_job
 from tests.service.test_flow_protect import SERVE_ENV as FILE_ENV
 from tests.service.test_flow_protect import edits_land_and_protected_prompts_stay
+from tests.service.test_split_processes import _until
 
 # the protection settings of test_flow_protect.py, without a seed file
 SERVE_ENV = {
@@ -57,6 +58,8 @@ def test_protect_edit_and_unprotect_through_the_api(client: httpx.Client) -> Non
     assert r.json() == {"changed": 2, "count": 2, "revision": 1, "not_found": []}
     page = client.get("/protected", params={"offset": 1, "limit": 1}).json()
     assert page["count"] == 2 and page["prompts"] == [{"prompt": RIVER, "answer": None}]
+    # an idle worker reads the changed list before any edit arrives
+    _until(lambda: "factpatch_protected_prompts 2.0" in client.get("/metrics").text)
 
     # the next version holds it: the edit that leaks into the river city lands, the river
     # city keeps its answer, and the version records the list it held
@@ -64,8 +67,6 @@ def test_protect_edit_and_unprotect_through_the_api(client: httpx.Client) -> Non
     assert greedy(client, RIVER)["text"] == before
     meta = client.get(f"/versions/{job['version']}").json()["metrics"]["protected"]
     assert meta["prompts"] == 2 and meta["revision"] == 1
-    metrics = client.get("/metrics").text
-    assert "factpatch_protected_prompts 2.0" in metrics
 
     r = client.post("/edits", json={"edits": [{"prompt": RIVER, "target": "tokyo"}]})
     assert r.status_code == 409 and r.json()["error"]["type"] == "prompt_is_protected"
