@@ -38,6 +38,15 @@ class Change:
     revision: int
 
 
+class ListFullError(Exception):
+    def __init__(self, count: int, new: int, limit: int):
+        super().__init__(
+            f"{count} protected prompts + {new} new would pass the limit of {limit}; "
+            "remove some first"
+        )
+        self.count, self.new, self.limit = count, new, limit
+
+
 class ProtectedList:
     def __init__(self, client: redis.Redis, keys: Keys):
         self.redis = client
@@ -72,18 +81,21 @@ class ProtectedList:
         return {n for n, v in zip(norm, found, strict=True) if v is not None}
 
     # -- changing ---------------------------------------------------------------------------
-    def add(self, prompts: Sequence[LocalityPrompt], only_new: bool = False) -> Change:
+    def add(
+        self, prompts: Sequence[LocalityPrompt], only_new: bool = False, limit: int = 0
+    ) -> Change:
         """Add `prompts` (unless `only_new`, a listed prompt takes the answer given now);
         `changed` counts those that were not on the list.  The revision moves only when
-        the list does."""
+        the list does.  With `limit` > 0, a change that would leave more prompts on the
+        list changes nothing and raises `ListFullError`."""
         entries = {normalise_prompt(p.prompt): _entry(p) for p in prompts}
         flat = [x for kv in entries.items() for x in kv]
+        keys = (self.keys.protected, self.keys.protected_rev)
         new, count, rev = cast(
-            list[Any],
-            self.redis.eval(
-                _ADD_LUA, 2, self.keys.protected, self.keys.protected_rev, int(only_new), *flat
-            ),
+            list[Any], self.redis.eval(_ADD_LUA, 2, *keys, int(only_new), limit, *flat)
         )
+        if int(new) < 0:
+            raise ListFullError(int(count), -int(new), limit)
         return Change(int(new), int(count), int(rev))
 
     def replace(self, prompts: Sequence[LocalityPrompt]) -> Change:
@@ -108,13 +120,22 @@ class ProtectedList:
         return Change(len(asked) - len(missing), int(count), int(rev)), missing
 
 
-# KEYS: the hash, the revision; ARGV: only_new, then field, value pairs.
-# Returns {fields that were new, size, revision}; the revision moves when anything changed.
+# KEYS: the hash, the revision; ARGV: only_new, limit (0: none), then field, value pairs.
+# Returns {fields that were new, size, revision}, or {-new, size, revision} when the new
+# fields would take the size past the limit (nothing written); the revision moves when
+# anything changed.
 _ADD_LUA = """
 local new, moved = 0, 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then new = new + 1 end
+end
+local size = redis.call('HLEN', KEYS[1])
+local limit = tonumber(ARGV[2])
+if limit > 0 and new > 0 and size + new > limit then
+  return {-new, size, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+for i = 3, #ARGV, 2 do
   local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if not old then new = new + 1 end
   if not old or (ARGV[1] == '0' and old ~= ARGV[i + 1]) then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     moved = moved + 1

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from editor_core.data.formats import LocalityPrompt
 from editor_core.encoding import normalise_prompt
 from service.errors import ApiError
-from service.protected import Change
+from service.protected import Change, ListFullError
 from service.routes.deps import EngineDep, SettingsDep, SharedDep
 from service.schemas import (
     ProtectedChange,
@@ -53,15 +53,10 @@ def add_protected(
 ) -> ProtectedChange:
     """Protect more prompts (a listed prompt sent again takes the answer sent now)."""
     prompts = _checked(body, settings, shared, engine)
-    norm = {normalise_prompt(p.prompt) for p in prompts}
-    new = norm - shared.protected.which(p.prompt for p in prompts)
-    if shared.protected.count() + len(new) > settings.max_protected:
-        raise ApiError(
-            "protected_list_full",
-            f"{shared.protected.count()} protected prompts + {len(new)} new would pass "
-            f"FACTPATCH_MAX_PROTECTED ({settings.max_protected}); remove some first",
-        )
-    return _out(shared.protected.add(prompts))
+    try:
+        return _out(shared.protected.add(prompts, limit=settings.max_protected))
+    except ListFullError as exc:
+        raise ApiError("protected_list_full", f"{exc} (FACTPATCH_MAX_PROTECTED)") from exc
 
 
 @router.put("/protected", response_model=ProtectedChange)

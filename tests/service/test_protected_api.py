@@ -12,7 +12,7 @@ import redis
 
 from editor_core.data.formats import LocalityPrompt
 from service.keys import Keys
-from service.protected import ProtectedList
+from service.protected import ListFullError, ProtectedList
 from tests.service.conftest import Proc, base_env, greedy, wait_job
 from tests.service.test_flow_protect import SERVE_ENV as FILE_ENV
 from tests.service.test_flow_protect import edits_land_and_protected_prompts_stay
@@ -41,7 +41,13 @@ def test_the_list_in_redis(redis_url: str, redis_prefix: str) -> None:
     change, missing = plist.remove(["b is", "c is"])
     assert (change.changed, change.count, change.revision, missing) == (1, 1, 3, ["c is"])
     assert plist.remove(["c is"])[0].revision == 3
-    assert plist.replace([]).count == 0 and plist.revision() == 4
+    with pytest.raises(ListFullError, match="1 protected prompts \\+ 2 new"):
+        plist.add(
+            [LocalityPrompt("A is", "z"), LocalityPrompt("c is"), LocalityPrompt("d")], limit=2
+        )
+    assert plist.snapshot() == (3, [LocalityPrompt("A is", "y")])  # nothing written
+    assert plist.add([LocalityPrompt("A is", "z"), LocalityPrompt("c is")], limit=2).count == 2
+    assert plist.replace([]).count == 0 and plist.revision() == 5
 
 
 def test_protect_edit_and_unprotect_through_the_api(client: httpx.Client) -> None:
