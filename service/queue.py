@@ -168,12 +168,19 @@ class JobQueue:
             rec[name] = json.loads(rec[name]) if rec.get(name) else []
         return rec
 
-    def edit_prompts(self, edit_ids: list[str]) -> list[str | None]:
-        """The prompt of each edit (None where no record is left), in one round trip."""
+    def edit_prompts(self, edit_ids: list[str]) -> list[str]:
+        """The prompts and paraphrases of the edits (those with a record left), in one round
+        trip."""
         pipe = self.redis.pipeline(transaction=False)
         for edit_id in edit_ids:
-            pipe.hget(self.keys.edit(edit_id), "prompt")
-        return [v.decode() if v is not None else None for v in cast(list[Any], pipe.execute())]
+            pipe.hmget(self.keys.edit(edit_id), ["prompt", "paraphrases"])
+        out: list[str] = []
+        for prompt, paraphrases in cast(list[Any], pipe.execute()):
+            if prompt is not None:
+                out.append(prompt.decode())
+            if paraphrases:
+                out += json.loads(paraphrases)
+        return out
 
     def mark(self, job_id: str, **fields: str) -> None:
         mapping = dict(fields)

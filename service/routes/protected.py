@@ -78,16 +78,17 @@ def remove_protected(body: ProtectedRemove, _who: Admin, shared: SharedDep) -> P
 def _checked(
     body: ProtectedIn, settings: SettingsDep, shared: SharedDep, engine: EngineDep
 ) -> list[LocalityPrompt]:
-    """Validate the prompts and refuse any that a live edit changes: protecting an edited
-    prompt would undo the edit in the next version (withdraw it first)."""
+    """Validate the prompts and refuse any that a live edit changes (its prompt or one of
+    its paraphrases): protecting it would undo the edit in the next version (withdraw the
+    edit first)."""
     validate_protected(body, settings, engine.tokenizer)
     edited = _live_prompts(shared)
     for i, p in enumerate(body.prompts):
         if normalise_prompt(p.prompt) in edited:
             raise ApiError(
                 "prompt_is_edited",
-                f"prompts[{i}]: {p.prompt[:60]!r} is the prompt of a live edit; withdraw the "
-                "edit (DELETE /edits/{edit_id}) before protecting its prompt",
+                f"prompts[{i}]: {p.prompt[:60]!r} is the prompt (or a paraphrase) of a live "
+                "edit; withdraw the edit (DELETE /edits/{edit_id}) before protecting it",
             )
     return [
         LocalityPrompt(p.prompt.strip(), p.answer.strip() if p.answer else None)
@@ -96,9 +97,9 @@ def _checked(
 
 
 def _live_prompts(shared: SharedDep) -> set[str]:
-    """The normalised prompts of the current version's live edits."""
+    """The normalised prompts and paraphrases of the current version's live edits."""
     live = shared.store.manifest(shared.store.current()).live_edit_ids
-    return {normalise_prompt(p) for p in shared.queue.edit_prompts(live) if p}
+    return {normalise_prompt(p) for p in shared.queue.edit_prompts(live)}
 
 
 def _out(change: Change, missing: list[str] | None = None) -> ProtectedChange:

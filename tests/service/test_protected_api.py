@@ -93,6 +93,12 @@ def test_protect_edit_and_unprotect_through_the_api(client: httpx.Client) -> Non
     assert job["protected"]["checked"] == 1
     meta = client.get(f"/versions/{job['version']}").json()["metrics"]["protected"]
     assert meta["prompts"] == 1 and meta["revision"] == 2
+    # a live edit's paraphrase is the edit too
+    edit = {"prompt": "The old town was", "target": "paris", "paraphrases": ["The old city was"]}
+    r = client.post("/edits", json={"edits": [edit]})
+    assert wait_job(client, r.json()["job_id"], timeout=120)["status"] == "applied"
+    r = client.post("/protected", json={"prompts": [{"prompt": "the old city was"}]})
+    assert r.status_code == 409 and r.json()["error"]["type"] == "prompt_is_edited", r.text
 
 
 @pytest.mark.parametrize(
