@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from editor_core.adapters import ModelAdapter
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.data.formats import Fact, LocalityPrompt, neighbour_subject
 from editor_core.data.relations import RELATIONS
@@ -39,7 +40,14 @@ from editor_core.encoding import (
 )
 from editor_core.loading import LoadedModel
 from editor_core.metrics import token_accuracy
-from editor_core.resume import Resume, full_logits, logits_at_positions, positions, resumed_logits
+from editor_core.resume import (
+    Resume,
+    full_logits,
+    logits_at_positions,
+    positions,
+    resumed_logits,
+    scored_pass,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +231,12 @@ def prepare_locality(
     prompts: Sequence[LocalityPrompt],
     greedy: int = GREEDY_TOKENS,
     batch_size: int = BATCH_SIZE,
+    adapter: ModelAdapter | None = None,
 ) -> LocalitySet:
-    """Tokenise locality prompts and record the UNEDITED model's argmax (call before editing)."""
+    """Tokenise locality prompts and record the UNEDITED model's argmax (call before editing).
+    With the `adapter` of the editor whose edits the set will be scored on, each prompt also
+    keeps the states entering its lowest edited block, and later scoring starts there
+    (`editor_core.resume`)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prompt_ids: list[list[int]] = []
     gold: list[list[int] | None] = []
@@ -249,10 +261,13 @@ def prepare_locality(
         for i, (p, g) in enumerate(zip(prompt_ids, gold, strict=True))
     ]
     loc = LocalitySet(list(prompts), sequences, [len(p) - 1 for p in prompt_ids], gold, [])
-    for x in _logits_at(model, loc, pad, batch_size):
+
+    def record(x: torch.Tensor) -> None:
         top2 = x.log_softmax(-1).topk(2, dim=-1)  # (k, 2)
         loc.base.append(top2.indices[:, 0].cpu())
         loc.margin.append((top2.values[:, 0] - top2.values[:, 1]).cpu())
+
+    loc.resume = scored_pass(model, adapter, sequences, loc.start, pad, batch_size, record)
     return loc
 
 

@@ -44,7 +44,6 @@ from editor_core.data.formats import LocalityPrompt
 from editor_core.encoding import EditRequest
 from editor_core.hooks import iter_keys
 from editor_core.progress import bar
-from editor_core.resume import take_states
 
 if TYPE_CHECKING:
     from editor_core.evaluate import LocalitySet
@@ -100,7 +99,9 @@ def protected_set(
     that grows by a few prompts costs those few."""
     old = _reusable(reuse, model, adapter)
     fresh = [p for p in prompts if _key(p) not in old]
-    record = _read(model, tokenizer, fresh, batch_size, adapter)
+    from editor_core.evaluate import prepare_locality  # evaluate imports the editor
+
+    record = prepare_locality(model, tokenizer, fresh, GREEDY_TOKENS, batch_size, adapter)
     if old:
         assert reuse is not None
         at = {_key(p): i for i, p in enumerate(fresh)}
@@ -134,22 +135,6 @@ def _reusable(
     else:
         ok = resume is not None and resume.usable(model) and resume.layer == adapter.lowest_layer
     return {_key(p): i for i, p in enumerate(reuse.prompts)} if ok else {}
-
-
-def _read(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[LocalityPrompt],
-    batch_size: int,
-    adapter: ModelAdapter | None,
-) -> LocalitySet:
-    from editor_core.evaluate import prepare_locality  # evaluate imports the editor
-
-    record = prepare_locality(model, tokenizer, prompts, GREEDY_TOKENS, batch_size)
-    if adapter is not None and prompts:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        record.resume = take_states(model, adapter, record.sequences, record.start, pad, batch_size)
-    return record
 
 
 def _assemble(picks: Sequence[tuple[LocalitySet, int]]) -> LocalitySet:

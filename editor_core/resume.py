@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
@@ -140,21 +140,22 @@ def resumed_logits(
 
 
 @torch.no_grad()
-def take_states(
+def scored_pass(
     model: nn.Module,
-    adapter: ModelAdapter,
+    adapter: ModelAdapter | None,
     sequences: Sequence[Sequence[int]],
     starts: Sequence[int],
     pad: int,
     batch_size: int,
+    on_logits: Callable[[torch.Tensor], None],
 ) -> Resume | None:
-    """The states entering the lowest edited block for each of `sequences` (all but its last
-    token is fed; scored from `starts`), read on the weights the model holds now; None
-    where nothing is saved (the lowest edited block is the first) or the cut pass does not
+    """One full pass over `sequences` (all but the last token fed), handing `on_logits` the
+    float logits (k, V) at each sequence's scored positions (from `starts`), in order.  With
+    the `adapter` of an editor whose lowest edited block is not the first, it also keeps the
+    states entering that block and returns them — None where the cut pass does not
     reproduce the full one."""
-    layer, path = adapter.lowest_layer, adapter.arch.layers_path
-    if layer == 0 or not sequences:
-        return None
+    layer = adapter.lowest_layer if adapter is not None else 0
+    path = adapter.arch.layers_path if adapter is not None else ""
     caught: list[torch.Tensor] = []
 
     def grab(_m: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -162,20 +163,29 @@ def take_states(
 
     hidden: list[torch.Tensor] = []
     first: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None
-    handle = _blocks(model, path)[layer].register_forward_pre_hook(grab, with_kwargs=True)
+    handle = (
+        _blocks(model, path)[layer].register_forward_pre_hook(grab, with_kwargs=True)
+        if layer
+        else None
+    )
     try:
         for i in range(0, len(sequences), batch_size):
             seqs = [s[:-1] for s in sequences[i : i + batch_size]]
             keep, counts = positions(starts[i : i + batch_size], [len(s) for s in seqs])
             caught.clear()
             logits = full_logits(model, seqs, pad, keep)
-            hidden += [caught[0][b, : len(s)].clone() for b, s in enumerate(seqs)]
-            if first is None:
-                first = (logits, keep, counts)
+            for b, k in enumerate(counts):
+                on_logits(logits[b, :k].float())
+            if handle is not None:
+                hidden += [caught[0][b, : len(s)].clone() for b, s in enumerate(seqs)]
+                if first is None:
+                    first = (logits, keep, counts)
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
+    if first is None:
+        return None
     resume = Resume(path, layer, hidden, _frozen(model, path, layer))
-    assert first is not None
     logits, keep, counts = first
     again = resumed_logits(model, resume, range(len(counts)), keep)
     err = max(float((logits[b, :k] - again[b, :k]).abs().max()) for b, k in enumerate(counts))

@@ -13,7 +13,6 @@ from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.data.formats import LocalityPrompt
 from editor_core.evaluate import _logits_at, changed_prompts, prepare_locality
 from editor_core.protect import protected_set
-from editor_core.resume import take_states
 from tests.editor_core.test_editor import tiny_loaded
 from tests.tiny import CORPUS_WORDS as W
 from tests.tiny import TINY_TYPES
@@ -45,7 +44,7 @@ def test_resumed_scoring_equals_a_full_pass_or_is_refused(model_type: str) -> No
     model, tok = loaded.model, loaded.tokenizer
     record = protected_set(model, tok, PROMPTS, batch_size=3, adapter=loaded.adapter).record
     if not RESUMABLE[model_type]:
-        assert record.resume is None  # the check at take_states caught it: full passes
+        assert record.resume is None  # the check in scored_pass caught it: full passes
         return
     assert record.resume is not None and record.resume.layer == 2
     plain = replace(record, resume=None)
@@ -83,9 +82,8 @@ def test_a_written_lower_parameter_turns_resuming_off() -> None:
 
 def test_nothing_to_skip_when_the_first_block_is_edited() -> None:
     loaded = tiny_loaded("llama", layers=2, edit=(0, 1))
-    record = prepare_locality(loaded.model, loaded.tokenizer, PROMPTS)
-    states = take_states(loaded.model, loaded.adapter, record.sequences, record.start, 0, 4)
-    assert states is None
+    record = prepare_locality(loaded.model, loaded.tokenizer, PROMPTS, adapter=loaded.adapter)
+    assert record.resume is None and len(record.base) == len(PROMPTS)
 
 
 def test_a_grown_list_reads_only_its_new_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
