@@ -44,7 +44,15 @@ def main() -> None:
     ap.add_argument("--full-passes", action="store_true", help="also time without resuming")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--plot", type=Path, default=None, help="PNG of seconds against length")
+    ap.add_argument(
+        "--plot-only", action="store_true", help="only redraw --plot from --out's rows.jsonl"
+    )
     args = ap.parse_args()
+    if args.plot_only:
+        done = [json.loads(x) for x in (args.out / "rows.jsonl").read_text().splitlines()]
+        plot(done, args.plot)
+        return
 
     spec = ModelSpec(device="cpu", layers=checkpoint_layers(args.editor))
     loaded = load_model(spec, data_dir=args.data_dir)
@@ -67,6 +75,52 @@ def main() -> None:
             (args.out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             (args.out / "table.md").write_text(table(rows))
     print(table(rows))
+    if args.plot is not None:
+        plot(rows, args.plot)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for mode, style in (("resumed", "-"), ("full", "--")):
+        sel = sorted(
+            (r for r in rows if r["scoring"] == mode and r["listed"]), key=lambda r: r["listed"]
+        )
+        if not sel:
+            continue
+        x = [r["listed"] for r in sel]
+        for key, colour, what in (
+            ("solve_s", "tab:blue", "protected solve"),
+            ("check_s", "tab:orange", "one check of the list"),
+        ):
+            label = f"{what}, {'from stored states' if mode == 'resumed' else 'full passes'}"
+            ax.plot(x, [r[key] for r in sel], style, marker="o", color=colour, label=label)
+        if mode == "resumed":
+            ax.plot(
+                x,
+                [r["read_s"] for r in sel],
+                ":",
+                marker="s",
+                color="tab:grey",
+                label="reading the list (once per prompt added)",
+            )
+    plain = [r["solve_s"] for r in rows if r["listed"] == 0]
+    if plain:
+        ax.axhline(plain[0], color="black", lw=0.8, label="the same edits, no list")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("protected prompts listed")
+    ax.set_ylabel("seconds (one CPU thread)")
+    ax.set_title("16 real-world edits, served editor: what a protected list costs", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def table(rows: list[dict]) -> str:
