@@ -383,20 +383,21 @@ class MalmenEditor:
         editors can share.  `same_weights`: the model holds the unedited weights the list
         given before was read from, so its prompts are not read again (a list that grows
         by a few prompts costs those few).  Returns the set (None for [])."""
-        before = self.protected if same_weights else None
-        self.protected, self._all_gram, self.last_held = None, None, []
-        if not len(prompts):
-            return None
         cfg = self.config
-        if isinstance(prompts, ProtectedSet):
-            self.protected = prompts
-        else:
-            self.protected = protected_set(
+        held: ProtectedSet | None
+        if not len(prompts):
+            held = None
+        elif isinstance(prompts, ProtectedSet):
+            held = prompts
+        else:  # read before anything is replaced: a list that fails leaves the old one
+            before = self.protected if same_weights else None
+            held = protected_set(
                 self.model, self.tokenizer, prompts, cfg.lm_batch_size, self.adapter, before
             )
-        if cfg.protect_rounds == 0:
-            self._all_gram = self._gram(range(len(self.protected)), progress)
-        return self.protected
+        self.protected, self._all_gram, self.last_held = held, None, []
+        if held is not None and cfg.protect_rounds == 0:
+            self._all_gram = self._gram(range(len(held)), progress)
+        return held
 
     def _gram(self, idx: Iterable[int], progress: bool = False) -> dict[str, torch.Tensor]:
         assert self.protected is not None

@@ -258,7 +258,18 @@ class Worker:
         if self.protected is None or self.protected.revision() == self.protected_revision:
             return
         rev, prompts = self.protected.snapshot()
-        self.backend.protect(prompts, check=self.s.protect_check, revision=rev)
+        try:
+            self.backend.protect(prompts, check=self.s.protect_check, revision=rev)
+        except Exception:
+            # a list the model cannot read must not fail every edit: keep holding the list
+            # read before, and try again when the list changes
+            log.exception(
+                "could not read protected list revision %d; still holding %s",
+                rev,
+                self.protected_revision,
+            )
+            self.protected_revision = rev
+            return
         self.protected_revision = rev
         if self.metrics is not None:
             self.metrics.protected_prompts.set(len(prompts))

@@ -209,3 +209,24 @@ def test_changed_prompts_can_skip_near_ties() -> None:
     assert changed_prompts(loaded.model, loaded.tokenizer, loc, min_margin=1.0) == [2]
     with pytest.raises(ValueError, match="protect_margin"):
         EditorConfig(protect_margin=-0.5)
+
+
+def test_a_list_that_cannot_be_read_leaves_the_one_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker re-reads a changed list before a batch; if reading fails, the editor still
+    holds the list it had (and [] still removes protection)."""
+    import editor_core.editor as editor_module
+
+    editor = editor_for(tiny_loaded())
+    held = editor.protect(PROTECTED[:1])
+    assert held is not None
+
+    def unreadable(*_a: object, **_k: object) -> None:
+        raise RuntimeError("cannot read the list")
+
+    monkeypatch.setattr(editor_module, "protected_set", unreadable)
+    with pytest.raises(RuntimeError, match="cannot read"):
+        editor.protect(PROTECTED, same_weights=True)
+    assert editor.protected is held
+    assert editor.protect([]) is None and editor.protected is None
