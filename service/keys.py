@@ -22,6 +22,7 @@ RATE = "rate:"  # fixed-window request counters
 WORKER_LEASE = "worker_lease"  # consumer name of the one active worker, with a TTL
 PROTECTED = "protected"  # hash: normalised prompt -> JSON {prompt, answer} (service.protected)
 PROTECTED_REV = "protected_rev"  # INCR on every change of PROTECTED, in the same transaction
+PROTECTED_HELD = "protected_held"  # the revision the active worker has read and holds
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class Keys:
     @property
     def protected_rev(self) -> str:
         return self.prefix + PROTECTED_REV
+
+    @property
+    def protected_held(self) -> str:
+        return self.prefix + PROTECTED_HELD
 
     def rate(self, client: str, window: int) -> str:
         return f"{self.prefix}{RATE}{client}:{window}"

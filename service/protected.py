@@ -59,6 +59,14 @@ class ProtectedList:
     def count(self) -> int:
         return int(cast(Any, self.redis.hlen(self.keys.protected)))
 
+    def held_revision(self) -> int | None:
+        """The revision the worker holds (None until a worker has read the list)."""
+        value = self.redis.get(self.keys.protected_held)
+        return int(cast(Any, value)) if value is not None else None
+
+    def mark_held(self, revision: int) -> None:
+        self.redis.set(self.keys.protected_held, revision)
+
     def snapshot(self) -> tuple[int, list[LocalityPrompt]]:
         """(revision, every prompt sorted by its normalised form), read atomically."""
         pipe = self.redis.pipeline(transaction=True)

@@ -219,6 +219,10 @@ class ProtectedRemove(BaseModel):
 class ProtectedOut(BaseModel):
     count: int = Field(description="prompts on the list")
     revision: int = Field(description="increments with every change of the list")
+    held_revision: int | None = Field(
+        description="the revision the worker has read and holds in its solves (a change is "
+        "in effect once this reaches `revision`); null before a worker has read the list"
+    )
     offset: int
     prompts: list[ProtectedPrompt] = Field(description="in normalised-prompt order")
 

@@ -271,6 +271,7 @@ class Worker:
             self.protected_revision = rev
             return
         self.protected_revision = rev
+        self.protected.mark_held(rev)
         if self.metrics is not None:
             self.metrics.protected_prompts.set(len(prompts))
 

@@ -42,6 +42,7 @@ def list_protected(
     return ProtectedOut(
         count=count,
         revision=rev,
+        held_revision=shared.protected.held_revision(),
         offset=offset,
         prompts=[ProtectedPrompt(prompt=p.prompt, answer=p.answer) for p in page],
     )
