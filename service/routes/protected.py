@@ -71,8 +71,7 @@ def replace_protected(
 @router.delete("/protected", response_model=ProtectedChange)
 def remove_protected(body: ProtectedRemove, _who: Admin, shared: SharedDep) -> ProtectedChange:
     """Take prompts off the list (matched as edits are: case, spacing and final punctuation
-    ignored); the ones that were
-    not on it come back in `not_found`."""
+    ignored); the ones that were not on it come back in `not_found`."""
     change, missing = shared.protected.remove(body.prompts)
     return _out(change, missing)
 
