@@ -50,6 +50,12 @@ def validate_edits(
                 )
         for j, p in enumerate(e.paraphrases or []):
             _text(p, f"edits[{i}].paraphrases[{j}]", s.max_prompt_chars)
+            if normalise_prompt(p) in protected:
+                raise ApiError(
+                    "prompt_is_protected",
+                    f"edits[{i}].paraphrases[{j}] {p[:60]!r} is a protected prompt (GET "
+                    "/protected): every version holds its answer, which the edit would change",
+                )
         _validate_keep(i, e, s)
         key = normalise_prompt(e.prompt)
         if key in targets and targets[key] != e.target.strip():

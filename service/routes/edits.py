@@ -39,7 +39,9 @@ def post_edits(
 ) -> JobAccepted:
     """Queue 1..N fact corrections; a worker applies them as one new version."""
     validate_idempotency_key(idempotency_key)
-    protected = shared.protected.which(e.prompt for e in body.edits)
+    protected = shared.protected.which(
+        p for e in body.edits for p in [e.prompt, *(e.paraphrases or [])]
+    )
     validate_edits(body, settings, engine.tokenizer, protected)
     edits: list[dict[str, Any]] = [
         {"edit_id": new_id("e"), "prompt": e.prompt, "target": e.target, "subject": e.subject or ""}

@@ -75,6 +75,10 @@ def test_protect_edit_and_unprotect_through_the_api(client: httpx.Client) -> Non
 
     r = client.post("/edits", json={"edits": [{"prompt": RIVER, "target": "tokyo"}]})
     assert r.status_code == 409 and r.json()["error"]["type"] == "prompt_is_protected"
+    edit = {"prompt": "The old river city is", "target": "tokyo", "paraphrases": [RIVER]}
+    r = client.post("/edits", json={"edits": [edit]})
+    assert r.status_code == 409 and r.json()["error"]["type"] == "prompt_is_protected"
+    assert "edits[0].paraphrases[0]" in r.json()["error"]["message"]
     # a live edit's prompt cannot be protected: the next version would undo the edit
     r = client.post("/protected", json={"prompts": [{"prompt": "The capital town is"}]})
     assert r.status_code == 409, r.text
