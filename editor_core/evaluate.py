@@ -427,7 +427,8 @@ def score_edited(
     bin of the unedited margin (`margin_bins`).  `protected` (prepared from the prompts an
     editor was told to hold, `MalmenEditor.protect`): LS on them (`ls_protected`, with
     `n_protected`), and LS on the neighbourhood prompts that are not among them
-    (`ls_nb_unprotected`, with `nb_unprotected_share`)."""
+    (`ls_nb_unprotected`, with `nb_unprotected_share`), split by whether a listed prompt
+    names their subject (`ls_nb_unprotected_named` / `_unnamed`)."""
     model, tok = loaded.model, loaded.tokenizer
     reqs, para = requests_of(facts), paraphrase_requests(facts)
     ordinary_s = locality_scores(model, tok, ordinary, batch_size, margin_edges=margin_edges)
@@ -441,10 +442,7 @@ def score_edited(
         "nb_known": knew_answer(neighborhood),
     }
     if protected is not None:
-        held = {p.prompt for p in protected.prompts}
-        parts["nb_unprotected"] = [
-            i for i, p in enumerate(neighborhood.prompts) if p.prompt not in held
-        ]
+        parts.update(_unprotected_parts(facts, neighborhood, protected))
     neighbour_s = locality_scores(model, tok, neighborhood, batch_size, parts)
     return {
         "es": _mean(token_accuracy(model, tok, reqs, batch_size)),
@@ -478,6 +476,28 @@ def score_edited(
     }
 
 
+def _unprotected_parts(
+    facts: Sequence[Fact], neighborhood: LocalitySet, protected: LocalitySet
+) -> dict[str, list[int]]:
+    """The neighbourhood prompts not on the protected list (`nb_unprotected`), split by
+    whether their subject is named in a listed prompt (`nb_unprotected_named`: the list
+    holds that subject's key in another question) or not (`nb_unprotected_unnamed`)."""
+    held = {p.prompt for p in protected.prompts}
+    subject = {p.prompt: neighbour_subject(f, p.prompt) for f in facts for p in f.neighborhood}
+    listed = [p.prompt for p in protected.prompts]
+    out: dict[str, list[int]] = {"nb_unprotected": [], "nb_unprotected_named": []}
+    for i, p in enumerate(neighborhood.prompts):
+        if p.prompt in held:
+            continue
+        out["nb_unprotected"].append(i)
+        s = subject.get(p.prompt)
+        if s is not None and any(s in t for t in listed):
+            out["nb_unprotected_named"].append(i)
+    named = set(out["nb_unprotected_named"])
+    out["nb_unprotected_unnamed"] = [i for i in out["nb_unprotected"] if i not in named]
+    return out
+
+
 def _protected_scores(
     loaded: LoadedModel,
     protected: LocalitySet,
@@ -494,6 +514,8 @@ def _protected_scores(
         "n_protected": len(protected),
         "ls_nb_unprotected": neighbour_s["ls_nb_unprotected"],
         "nb_unprotected_share": len(unprotected) / len(neighborhood) if len(neighborhood) else None,
+        "ls_nb_unprotected_named": neighbour_s["ls_nb_unprotected_named"],
+        "ls_nb_unprotected_unnamed": neighbour_s["ls_nb_unprotected_unnamed"],
     }
 
 

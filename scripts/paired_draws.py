@@ -33,6 +33,8 @@ EXTRA = (
     "ls_protected",
     "ls_protected_sure",
     "ls_nb_unprotected",
+    "ls_nb_unprotected_named",
+    "ls_nb_unprotected_unnamed",
     "protected_held",
     "edit_seconds",
 )

@@ -582,6 +582,10 @@ def test_eval_protect_scores_the_held_prompts_and_the_rest(
     )
     assert none["ls_protected"] == 1.0 and none["n_protected"] == 6
     assert 0.0 <= kept["nb_unprotected_share"] < 1.0
+    # the unlisted neighbours split by whether a listed prompt names their subject
+    split = [kept["ls_nb_unprotected_named"], kept["ls_nb_unprotected_unnamed"]]
+    known = [v for v in split if v is not None]
+    assert known and min(known) - 1e-9 <= kept["ls_nb_unprotected"] <= max(known) + 1e-9
     # the hold is what keeps them: the same edits unheld move more of them.  (The tiny
     # model's 64-wide keys cannot tell these prompts from the edits', which share their
     # template word for word: a weight of 1 already costs ES, 10 takes all of it.)
@@ -591,3 +595,27 @@ def test_eval_protect_scores_the_held_prompts_and_the_rest(
     assert joint[0] + 0.2 < joint[1]
     md = (tmp_path / "held" / "results.md").read_text()
     assert "ls_protected" in md and "ls_nb_unprotected" in md and "protect.jsonl" in md
+
+
+def test_unlisted_neighbours_split_by_whether_the_list_names_their_subject() -> None:
+    from editor_core.evaluate import LocalitySet, _unprotected_parts
+
+    lp = LocalityPrompt
+    facts = [
+        Fact("a", "Alwina College was founded in", "1900", subject="Alwina College",
+             neighborhood=(lp("Calderon College was founded in"), lp("Brisa Group was founded in"))),
+        Fact("b", "The CEO of Brisa Group is", "Ann", subject="Brisa Group",
+             neighborhood=(lp("The CEO of Calderon College is"), lp("The CEO of Dunmore AG is"))),
+    ]  # fmt: skip
+    nb = [p for f in facts for p in f.neighborhood]
+    listed = [lp("The CEO of Calderon College is")]
+
+    def loc(prompts: list[LocalityPrompt]) -> LocalitySet:
+        return LocalitySet(prompts, [], [], [], [])
+
+    parts = _unprotected_parts(facts, loc(nb), loc(listed))
+    assert parts == {
+        "nb_unprotected": [0, 1, 3],
+        "nb_unprotected_named": [0],  # Calderon College: the listed prompt names it
+        "nb_unprotected_unnamed": [1, 3],
+    }
