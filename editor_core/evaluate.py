@@ -169,6 +169,24 @@ class LocalitySet:
             resume=self.resume.subset(idx) if self.resume is not None else None,
         )
 
+    def concat(self, other: LocalitySet) -> LocalitySet:
+        """This set's prompts, then `other`'s; the states go along when both have them (or
+        one side is empty) and they were taken alike (`Resume.concat`)."""
+        if not len(other) or not len(self):
+            return self if len(self) else other
+        resume = None
+        if self.resume is not None and other.resume is not None:
+            resume = self.resume.concat(other.resume)
+        return LocalitySet(
+            self.prompts + other.prompts,
+            self.sequences + other.sequences,
+            self.start + other.start,
+            self.gold + other.gold,
+            self.base + other.base,
+            self.margin + other.margin,
+            resume,
+        )
+
 
 @torch.no_grad()
 def _logits_at(

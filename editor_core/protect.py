@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -102,15 +102,11 @@ def protected_set(
     from editor_core.evaluate import prepare_locality  # evaluate imports the editor
 
     record = prepare_locality(model, tokenizer, fresh, GREEDY_TOKENS, batch_size, adapter)
-    if old:
+    if old:  # the fresh prompts, then the reused set's, put back in the list's order
         assert reuse is not None
         at = {_key(p): i for i, p in enumerate(fresh)}
-        record = _assemble(
-            [
-                (record, at[_key(p)]) if _key(p) in at else (reuse.record, old[_key(p)])
-                for p in prompts
-            ]
-        )
+        order = [at[k] if k in at else len(fresh) + old[k] for k in map(_key, prompts)]
+        record = record.concat(reuse.record).subset(order)
     texts = [
         EditRequest(p.prompt, p.answer or tokenizer.decode(seq[start + 1 :]).strip())
         for p, seq, start in zip(prompts, record.sequences, record.start, strict=True)
@@ -135,27 +131,6 @@ def _reusable(
     else:
         ok = resume is not None and resume.usable(model) and resume.layer == adapter.lowest_layer
     return {_key(p): i for i, p in enumerate(reuse.prompts)} if ok else {}
-
-
-def _assemble(picks: Sequence[tuple[LocalitySet, int]]) -> LocalitySet:
-    """One record from entries of several (each a (record, index) pair): the states go
-    with them only when every entry has its own."""
-    from editor_core.evaluate import LocalitySet
-
-    out = LocalitySet(
-        prompts=[rec.prompts[i] for rec, i in picks],
-        sequences=[rec.sequences[i] for rec, i in picks],
-        start=[rec.start[i] for rec, i in picks],
-        gold=[rec.gold[i] for rec, i in picks],
-        base=[rec.base[i] for rec, i in picks],
-        margin=[rec.margin[i] for rec, i in picks],
-    )
-    states = [rec.resume for rec, _ in picks]
-    if all(r is not None for r in states):
-        first = states[0]
-        assert first is not None
-        out.resume = replace(first, hidden=[rec.resume.hidden[i] for rec, i in picks])  # type: ignore[union-attr]
-    return out
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import torch
@@ -52,6 +52,16 @@ class Resume:
 
     def subset(self, idx: Sequence[int]) -> Resume:
         return Resume(self.layers_path, self.layer, [self.hidden[i] for i in idx], self.frozen)
+
+    def concat(self, other: Resume) -> Resume | None:
+        """Both sets of states, when they were taken at the same block from the same
+        weights; None otherwise."""
+        same = (self.layers_path, self.layer, self.frozen) == (
+            other.layers_path,
+            other.layer,
+            other.frozen,
+        )
+        return replace(self, hidden=self.hidden + other.hidden) if same else None
 
     def usable(self, model: nn.Module) -> bool:
         """True while no parameter below `layer` has been written since the states were
@@ -99,13 +109,24 @@ def logits_at_positions(
 ) -> torch.Tensor:
     """Logits (B, K, V) at `keep` (B, K) only: the vocabulary projection is most of a short
     pass.  Without a KV cache where the model takes `use_cache`."""
-    accepts = inspect.signature(model.forward).parameters
+    accepts = _forward_parameters(type(model))
     if "use_cache" in accepts:
         inputs["use_cache"] = False  # type: ignore[assignment]
     if "logits_to_keep" in accepts:
         return model(**inputs, logits_to_keep=keep.to(device)).logits
     logits = model(**inputs).logits  # (B, W, V)
     return logits.gather(1, keep.to(device)[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+_FORWARD_PARAMETERS: dict[type[nn.Module], frozenset[str]] = {}
+
+
+def _forward_parameters(cls: type[nn.Module]) -> frozenset[str]:
+    """The keyword names a model class's forward takes (read once per class: greedy
+    decoding asks at every token)."""
+    if cls not in _FORWARD_PARAMETERS:
+        _FORWARD_PARAMETERS[cls] = frozenset(inspect.signature(cls.forward).parameters)
+    return _FORWARD_PARAMETERS[cls]
 
 
 def full_logits(

@@ -23,7 +23,7 @@ from service.errors import ApiError, error_response, install_handlers
 from service.metrics import Metrics
 from service.routes import edits, generate, health, protected, versions
 from service.routes import metrics as metrics_route
-from service.runtime import Shared, bootstrap, load_served_model, open_shared
+from service.runtime import Shared, bootstrap, load_served_model, open_shared, seed_protected
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def _bring_up(app: FastAPI, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             bootstrap(shared, loaded)
+            seed_protected(shared)
             engine = Engine(
                 loaded,
                 shared.store,

@@ -56,9 +56,6 @@ class ProtectedList:
     def revision(self) -> int:
         return int(cast(Any, self.redis.get(self.keys.protected_rev)) or 0)
 
-    def count(self) -> int:
-        return int(cast(Any, self.redis.hlen(self.keys.protected)))
-
     def held_revision(self) -> int | None:
         """The revision the worker holds (None until a worker has read the list)."""
         value = self.redis.get(self.keys.protected_held)

@@ -82,12 +82,12 @@ def bootstrap(shared: Shared, loaded: Any) -> str:
     sha = tensors_sha256(base)
     shared.store.bootstrap(base, sha)
     shared.queue.ensure_group()
-    seed_protected(shared)
     return sha
 
 
 def seed_protected(shared: Shared) -> None:
-    """Add FACTPATCH_PROTECT's prompts that are not on the protected list yet."""
+    """Add FACTPATCH_PROTECT's prompts that are not on the protected list yet (by the API
+    at start-up, before it accepts edits: every edit comes through an API process)."""
     path = shared.settings.protect
     if path is None:
         return
