@@ -102,13 +102,24 @@ def validate_protected(body: ProtectedIn, s: Settings, tokenizer: Any) -> None:
                 f"prompts[{i}]: prompt {p.prompt[:60]!r} appears with two different answers",
             )
         answers[key] = answer
-        n_tokens = len(tokenizer(p.prompt + " " + (p.answer or ""))["input_ids"])
+        n_tokens = _held_tokens(tokenizer, p.prompt, p.answer)
         if n_tokens > s.max_edit_tokens:
             raise ApiError(
                 "too_many_tokens",
                 f"prompts[{i}]: prompt + answer is {n_tokens} tokens; the limit is "
                 f"{s.max_edit_tokens}",
             )
+
+
+def _held_tokens(tokenizer: Any, prompt: str, answer: str | None) -> int:
+    """Tokens a protected prompt is held at: prompt + answer as an edit is tokenised, or
+    the prompt + the model's own continuation (`protect.GREEDY_TOKENS`)."""
+    from editor_core.encoding import tokenize_pair
+    from editor_core.protect import GREEDY_TOKENS
+
+    if answer:
+        return sum(map(len, tokenize_pair(tokenizer, prompt, answer)))
+    return len(tokenizer(prompt)["input_ids"]) + GREEDY_TOKENS
 
 
 def _validate_keep(i: int, e: EditIn, s: Settings) -> None:

@@ -110,6 +110,7 @@ def test_protect_edit_and_unprotect_through_the_api(client: httpx.Client) -> Non
         ("POST", {"prompts": [{"prompt": "  "}]}, "empty_text"),
         ("POST", {"prompts": [{"prompt": "a b", "answer": ""}]}, "empty_text"),
         ("PUT", {"prompts": [{"prompt": "x" * 1001}]}, "text_too_long"),
+        ("POST", {"prompts": [{"prompt": "a b " * 200}]}, "too_many_tokens"),
         (
             "POST",
             {"prompts": [{"prompt": "a b", "answer": "c"}, {"prompt": "A b"}]},
