@@ -29,6 +29,9 @@ solve as zero-value rows of weight W (`MalmenEditor.protect` with `protect_round
 the update could keep of them if it knew them);
 `--pool-pins K --pin-pool F` pins each edit's prompt asked of K subjects of training facts F
 instead (what an editor could know).
+`--lookalike-protect K` protects each edit's prompt asked of K look-alike subjects (another
+first word, the subject's last word) with the unedited model's answers, held in rounds as
+a deployment's protected prompts are — a list the editor can write for itself.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Any, get_args
 import torch
 from safetensors.torch import load_file, save_file
 
-from editor_core.anchors import AnchorNames
+from editor_core.anchors import AnchorNames, anchor_pairs
 from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
@@ -299,6 +302,15 @@ def main() -> int:
         "relation (with their true answers) joins each solve as zero-value rows, every token",
     )
     p.add_argument("--pool-pin-weight", type=float, default=1000.0)
+    p.add_argument(
+        "--lookalike-protect",
+        type=int,
+        default=0,
+        help="each edit's prompt asked of this many look-alike subjects (another first word, "
+        "the subject's last word: anchors.anchor_pairs) becomes a protected prompt with the "
+        "unedited model's own answer, held as protected prompts are (protect_rounds, "
+        "protect_margin): only where a solve would change a sure answer token",
+    )
     p.add_argument("--pin-pool", type=Path, help="facts to take --pool-pins subjects from")
     p.add_argument("--device", default="auto", help="auto: CUDA when present, else CPU")
     p.add_argument(
@@ -415,6 +427,8 @@ def main() -> int:
     base = snapshot(loaded.adapter)
     base_cfg = editor.config
     held = args.oracle_pins or (args.pool_pin_weight if args.pool_pins else 0.0)
+    if args.lookalike_protect and held:
+        p.error("--lookalike-protect is held in rounds; it does not combine with pinned lists")
     if held:  # the extra prompts, held whole (no rounds) in every solve
         base_cfg = replace(base_cfg, protect_weight=held, protect_rounds=0)
         editor.config = base_cfg
@@ -439,6 +453,8 @@ def main() -> int:
             editor.protect(nb.prompts)
         elif args.pool_pins:
             editor.protect(pool_texts(chosen, pool_facts, args.pool_pins, args.seed + draw))
+        elif args.lookalike_protect:
+            editor.protect(lookalike_texts(reqs, args.lookalike_protect))
         for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
             cfg = editor.config
             setting = {
@@ -457,6 +473,7 @@ def main() -> int:
                 "pin_weight": cfg.pin_weight,
                 "oracle_pins": args.oracle_pins,
                 "pool_pins": f"{args.pool_pins}x{args.pool_pin_weight:g}" if args.pool_pins else 0,
+                "lookalike_protect": args.lookalike_protect,
             }
             if setting_key(setting) in done:
                 log.info("N=%d draw %d μ=%g: already in %s", n, draw, mu, rows_path)
@@ -481,6 +498,7 @@ def main() -> int:
                 "mu_effective": editor.preserve_weight(n),
                 **scores,
                 "spread_seconds": spread_s,
+                "protected_held": len(editor.last_held),
             }
             log.info("N=%d draw %d μ=%g: %s", n, draw, mu, {k: round(row[k], 3) for k in METRICS})
             with rows_path.open("a", encoding="utf-8") as fh:
@@ -509,6 +527,17 @@ def pool_texts(chosen: list[Any], pool: list[Any], k: int, seed: int) -> list[Lo
         for g in rng.sample(cands, min(k, len(cands))):
             out.append(LocalityPrompt(f.prompt.replace(f.subject, g.subject), g.true_answer))
     return out
+
+
+def lookalike_texts(reqs: list[Any], k: int) -> list[LocalityPrompt]:
+    """Each edit's prompt asked of `k` look-alike subjects (its subject's last word after
+    another first word), without an answer: the unedited model's own continuation is the
+    one to keep."""
+    return [
+        LocalityPrompt(text)
+        for r in reqs
+        for text, _ in anchor_pairs(r.prompt, r.subject, k, kind="same_last_word")
+    ]
 
 
 def split_by_last_token(facts: list[Any], es: list[float], tokenizer: Any) -> dict[str, float]:
@@ -587,6 +616,7 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("pin_weight", 0.0),
         r.get("oracle_pins", 0.0),
         r.get("pool_pins", 0),
+        r.get("lookalike_protect", 0),
     )
 
 
@@ -599,6 +629,9 @@ def _targets(r: dict[str, Any]) -> str:
     hold += f", pins {r['pin_weight']:g}" if r.get("pin_weight") else ""
     hold += f", ORACLE pins {r['oracle_pins']:g}" if r.get("oracle_pins") else ""
     hold += f", pool pins {r['pool_pins']}" if r.get("pool_pins") else ""
+    hold += (
+        f", look-alikes protected {r['lookalike_protect']}" if r.get("lookalike_protect") else ""
+    )
     rank = f", prior rank {r['prior_rank']}" if r.get("prior_rank") is not None else ""
     return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}{hold}{rank}"
 
