@@ -50,12 +50,7 @@ def validate_edits(
                 )
         for j, p in enumerate(e.paraphrases or []):
             _text(p, f"edits[{i}].paraphrases[{j}]", s.max_prompt_chars)
-            if normalise_prompt(p) in protected:
-                raise ApiError(
-                    "prompt_is_protected",
-                    f"edits[{i}].paraphrases[{j}] {p[:60]!r} is a protected prompt (GET "
-                    "/protected): every version holds its answer, which the edit would change",
-                )
+            _not_protected(p, f"edits[{i}].paraphrases[{j}]", protected)
         _validate_keep(i, e, s)
         key = normalise_prompt(e.prompt)
         if key in targets and targets[key] != e.target.strip():
@@ -64,13 +59,7 @@ def validate_edits(
                 f"edits[{i}]: prompt {e.prompt[:60]!r} appears with two different targets",
             )
         targets[key] = e.target.strip()
-        if key in protected:
-            raise ApiError(
-                "prompt_is_protected",
-                f"edits[{i}]: prompt {e.prompt[:60]!r} is a protected prompt (GET /protected): "
-                "every version holds its answer; take it off the list (DELETE /protected) to "
-                "edit it",
-            )
+        _not_protected(e.prompt, f"edits[{i}]: prompt", protected)
         try:
             p_ids, t_ids = tokenize_pair(tokenizer, e.prompt, e.target)
         except EmptyEditError as exc:
@@ -109,6 +98,19 @@ def validate_protected(body: ProtectedIn, s: Settings, tokenizer: Any) -> None:
                 f"prompts[{i}]: prompt + answer is {n_tokens} tokens; the limit is "
                 f"{s.max_edit_tokens}",
             )
+
+
+def _not_protected(text: str, where: str, protected: set[str] | frozenset[str]) -> None:
+    """409 `prompt_is_protected` when `text` (an edit's prompt or paraphrase) is on the
+    protected list: every version holds its answer, which the edit would change."""
+    from editor_core.joint import normalise_prompt
+
+    if normalise_prompt(text) in protected:
+        raise ApiError(
+            "prompt_is_protected",
+            f"{where} {text[:60]!r} is a protected prompt (GET /protected): every version "
+            "holds its answer; take it off the list (DELETE /protected) to edit it",
+        )
 
 
 def _held_tokens(tokenizer: Any, prompt: str, answer: str | None) -> int:
