@@ -7,10 +7,14 @@ add/subtract loses small shifts and does not round-trip); `restore` copies the m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from editor_core.adapters import ModelAdapter
 from editor_core.editor import WeightDelta
+from editor_core.gate import gated
 
 
 def snapshot(adapter: ModelAdapter) -> dict[str, torch.Tensor]:
@@ -69,3 +73,21 @@ def restore(adapter: ModelAdapter, masters: dict[str, torch.Tensor]) -> None:
     for name, rows in masters.items():
         w = adapter.weight(name)
         w.copy_(adapter.from_rows(rows.to(w.device)).to(w.dtype))
+
+
+@contextmanager
+def applied(
+    adapter: ModelAdapter, delta: WeightDelta, masters: dict[str, torch.Tensor]
+) -> Iterator[None]:
+    """The model with `delta` in force inside the block, as it was after: a plain delta is
+    written as weights (`apply_delta`) and the masters restored; a gated one
+    (`WeightDelta.gate`, editor_core/gate.py) acts through forward hooks, weights untouched."""
+    if delta.gate is not None:
+        with gated(adapter, delta.shifts, delta.gate):
+            yield
+        return
+    try:
+        apply_delta(adapter, delta, masters)
+        yield
+    finally:
+        restore(adapter, masters)

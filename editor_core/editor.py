@@ -31,6 +31,7 @@ from editor_core.encoding import (
     encode_edits,
     paraphrase_edits,
 )
+from editor_core.gate import ScopeGate
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
 from editor_core.optimize import (
@@ -125,6 +126,12 @@ class EditorConfig:
     # In rounds, a protected prompt is held when a solve changes one of its answer tokens
     # that the unedited model was at least this sure of (nats over its runner-up); 0: any.
     protect_margin: float = PROTECT_MARGIN
+    # Scope gate (gate.py): a module's change acts at a token only where the token's key
+    # lies within this cosine of a key the edits were solved at, so prompts that never
+    # come near an edited subject run as the unedited model.  None: a plain weight update
+    # (MALMEN).  A gated change is not a weight matrix: `WeightDelta.gate` carries it and
+    # `apply.applied` installs it as forward hooks.
+    scope_gate: float | None = None
 
     @property
     def keys_on_subject(self) -> bool:
@@ -154,6 +161,8 @@ class EditorConfig:
                 "'subject'): this one is keyed where the prompt predicts its target, a token "
                 "the pins would hold still"
             )
+        if self.scope_gate is not None and not -1.0 <= self.scope_gate <= 1.0:
+            raise ValueError(f"scope_gate {self.scope_gate} must be a cosine in [-1, 1]")
         if self.hold_rank < 0:
             raise ValueError(f"hold_rank {self.hold_rank} must be ≥ 0")
         if self.hold_weight <= 0:
@@ -214,6 +223,8 @@ class CachedRows:
 class WeightDelta:
     shifts: dict[str, torch.Tensor]  # module name -> S* (d_in, d_out) fp32, row convention
     rows: dict[str, EditRows] = field(default_factory=dict)
+    # with EditorConfig.scope_gate: the shifts act only through this gate (gate.py)
+    gate: ScopeGate | None = None
 
 
 def target_loss_sum(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -789,6 +800,13 @@ class MalmenEditor:
                 return self.solve(made[-1], len(requests))
 
             shifts = self.hold_protected(solve)
-            return WeightDelta(shifts=shifts, rows=made[-1])
+            return self._gated(WeightDelta(shifts=shifts, rows=made[-1]))
         rows = self._with_anchors(requests, self.hypernet_rows(requests))
-        return WeightDelta(self.hold_protected(lambda: self.solve(rows, len(requests))), rows)
+        shifts = self.hold_protected(lambda: self.solve(rows, len(requests)))
+        return self._gated(WeightDelta(shifts, rows))
+
+    def _gated(self, delta: WeightDelta) -> WeightDelta:
+        """`delta` with its scope gate (the keys of its rows) when the config asks for one."""
+        if self.config.scope_gate is not None:
+            delta.gate = ScopeGate.of_rows(self.config.scope_gate, delta.rows)
+        return delta

@@ -68,6 +68,7 @@ from editor_core.evaluate import (
     score_edited,
     summarise_draws,
 )
+from editor_core.gate import ScopeGate, gated
 from editor_core.loading import load_model
 from editor_core.metrics import token_accuracy
 from editor_core.optimize import ValueOptConfig
@@ -312,6 +313,14 @@ def main() -> int:
         "protect_margin): only where a solve would change a sure answer token",
     )
     p.add_argument("--pin-pool", type=Path, help="facts to take --pool-pins subjects from")
+    p.add_argument(
+        "--gate",
+        default="",
+        help="ANALYSIS, not a weight update: cosine thresholds, e.g. 0.5,0.7,0.9 — each μ's "
+        "shifts are also scored through a scope gate (editor_core/gate.py): a module's change acts "
+        "at a token only where its key lies within that cosine of a key the edits were "
+        "solved at; one solve, one scoring pass per threshold, rows with `gate`",
+    )
     p.add_argument("--device", default="auto", help="auto: CUDA when present, else CPU")
     p.add_argument(
         "--dtype",
@@ -439,6 +448,7 @@ def main() -> int:
         if not sets:
             raise SystemExit(f"N={n} exceeds the {len(facts)} facts in {args.facts}")
         runs += [(n, draw, chosen) for draw, chosen in enumerate(sets) if draw in wanted]
+    gates: list[float | None] = [None] + [float(x) for x in args.gate.split(",") if x.strip()]
     for n, draw, chosen in runs:
         tag = targets_tag(editor.config.value_opt, n)
         name = f"targets_n{n}_seed{args.seed}_{tag.replace(', ', '_').replace(' ', '')}"
@@ -449,13 +459,14 @@ def main() -> int:
         reqs = requests_of(chosen)
         nb = neighbourhood_of(chosen, neighbours)
         same = prepare_locality(loaded.model, loaded.tokenizer, same_subject_prompts(facts, chosen))
+        solved: dict[str, Any] = {}
         if args.oracle_pins:  # the scored neighbours, held whole in every solve (protect.py)
             editor.protect(nb.prompts)
         elif args.pool_pins:
             editor.protect(pool_texts(chosen, pool_facts, args.pool_pins, args.seed + draw))
         elif args.lookalike_protect:
             editor.protect(lookalike_texts(reqs, args.lookalike_protect))
-        for mu in [float(x) for x in args.mu.split(",") if x.strip()]:
+        for mu, gate in [(float(x), g) for x in args.mu.split(",") if x.strip() for g in gates]:
             cfg = editor.config
             setting = {
                 "n": n,
@@ -474,25 +485,28 @@ def main() -> int:
                 "oracle_pins": args.oracle_pins,
                 "pool_pins": f"{args.pool_pins}x{args.pool_pin_weight:g}" if args.pool_pins else 0,
                 "lookalike_protect": args.lookalike_protect,
+                "gate": gate,
             }
             if setting_key(setting) in done:
                 log.info("N=%d draw %d μ=%g: already in %s", n, draw, mu, rows_path)
                 continue
             editor.config = replace(base_cfg, preserve=mu)
             t0 = time.perf_counter()
-            try:
-                apply_delta(loaded.adapter, editor.respread_solve(reqs, z, progress=True), base)
+            if gate is None:
+                try:
+                    apply_delta(loaded.adapter, editor.respread_solve(reqs, z, progress=True), base)
+                    spread_s = time.perf_counter() - t0
+                    scores = score_all(loaded, chosen, ordinary, nb, same, args.first)
+                finally:
+                    restore(loaded.adapter, base)
+            else:  # one solve per (draw, μ), scored through each gate
+                if solved.get("mu") != mu:
+                    rows = editor.joint_rows(reqs, z, progress=True)
+                    solved = {"mu": mu, "rows": rows, "shifts": editor.solve(rows, len(reqs))}
                 spread_s = time.perf_counter() - t0
-                scores = score_edited(
-                    loaded, chosen, ordinary, nb, same_subject=same, margin_edges=MARGIN_EDGES
-                )
-                es = token_accuracy(loaded.model, loaded.tokenizer, reqs)  # per fact
-                first = es[: args.first]
-                scores[f"es_first_{args.first}"] = sum(first) / len(first)
-                scores.update(gs_by_form(loaded, chosen))
-                scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
-            finally:
-                restore(loaded.adapter, base)
+                scope = ScopeGate.of_rows(gate, solved["rows"])
+                with gated(loaded.adapter, solved["shifts"], scope):
+                    scores = score_all(loaded, chosen, ordinary, nb, same, args.first)
             row = {
                 **setting,
                 "mu_effective": editor.preserve_weight(n),
@@ -508,6 +522,21 @@ def main() -> int:
     write_table(rows_path, args.out / "table.md")
     write_plot(rows_path, args.out / "frontier.png")
     return 0
+
+
+def score_all(
+    loaded: Any, chosen: list[Any], ordinary: Any, nb: Any, same: Any, first: int
+) -> dict[str, Any]:
+    """`score_edited` on the model as it is now, with ES of the first `first` facts, GS by
+    form and ES by last-token sharing."""
+    scores = score_edited(
+        loaded, chosen, ordinary, nb, same_subject=same, margin_edges=MARGIN_EDGES
+    )
+    es = token_accuracy(loaded.model, loaded.tokenizer, requests_of(chosen))  # per fact
+    scores[f"es_first_{first}"] = sum(es[:first]) / len(es[:first])
+    scores.update(gs_by_form(loaded, chosen))
+    scores.update(split_by_last_token(chosen, es, loaded.tokenizer))
+    return scores
 
 
 def pool_texts(chosen: list[Any], pool: list[Any], k: int, seed: int) -> list[LocalityPrompt]:
@@ -617,6 +646,7 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("oracle_pins", 0.0),
         r.get("pool_pins", 0),
         r.get("lookalike_protect", 0),
+        r.get("gate"),
     )
 
 
@@ -632,6 +662,7 @@ def _targets(r: dict[str, Any]) -> str:
     hold += (
         f", look-alikes protected {r['lookalike_protect']}" if r.get("lookalike_protect") else ""
     )
+    hold += f", GATE cos ≥ {r['gate']:g}" if r.get("gate") is not None else ""
     rank = f", prior rank {r['prior_rank']}" if r.get("prior_rank") is not None else ""
     return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}{hold}{rank}"
 

@@ -33,6 +33,17 @@ SHIPPED_EDITOR = (
 
 def load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> Any:
     """The configured editor; a random-init one (with a loud warning) when none exists."""
+    if config.get("scope_gate") is not None:
+        # versions are weights (versions.py); a gated change is hooks (editor_core/gate.py)
+        raise ValueError(
+            "scope_gate is not served yet: a version holds weights, and a gated change is "
+            "not a weight matrix (it is measured with `factpatch eval --malmen-config "
+            """'{"scope_gate": 0.8}'`, docs/results.md)"""
+        )
+    return _load_editor(loaded, checkpoint, config)
+
+
+def _load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> Any:
     from editor_core.editor import EditorConfig, MalmenEditor, config_fields
 
     path = Path(checkpoint) if checkpoint else SHIPPED_EDITOR

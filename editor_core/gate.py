@@ -1,0 +1,119 @@
+"""A scope gate: an edit's weight change acts only at tokens whose key is near an edit's.
+
+MALMEN's update S is linear, so it acts on every key: S·k for a key the edits were never
+solved at is what the preservation prior keeps small but cannot keep zero, and at N = 16 it
+is most of the locality loss (docs/results.md, twenty-seventh session).  A gate (the idea of
+GRACE's deferral radius, Hartvigsen et al. 2023) applies a module's change at a token only
+where the token's key — the module's input there — lies within cosine `threshold` of one of
+the keys the edits were solved at:
+
+    y = W k + [max_j cos(k, k_j) ≥ threshold] · S k
+
+so a prompt that never comes near an edited subject runs exactly as the unedited model, and
+the edit's own subject in another sentence (its paraphrases) still gets it.  The price: a
+gated change is not a weight matrix.  It lives in forward hooks on the edited modules
+(`Gate`), and a saved version of it is its shifts and keys, not new weights.
+
+The keys kept are those of the rows that ask for a change (non-zero value): an editor's
+zero-value rows (anchors, pins) hold places still and are not edits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from editor_core.adapters import ModelAdapter
+
+
+@dataclass
+class ScopeGate:
+    """Per edited module, the unit keys (R, d_in) the edits were solved at, and the cosine
+    a token's key must reach to one of them for the module's change to act there."""
+
+    threshold: float
+    keys: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"scope gate threshold {self.threshold} must be a cosine in [-1, 1]")
+
+    @classmethod
+    def of_rows(cls, threshold: float, rows: Mapping[str, Any]) -> ScopeGate:
+        """From an editor's rows (`EditRows` per module: keys, values): the keys of the rows
+        with a non-zero value, normalised."""
+        keys = {}
+        for name, r in rows.items():
+            k, v = r.keys, r.values
+            asks = v.float().abs().amax(-1) > 0
+            keys[name] = F.normalize(k[asks].float(), dim=-1).cpu().contiguous()
+        return cls(threshold, keys)
+
+    def near(self, name: str, u: torch.Tensor) -> torch.Tensor:
+        """(..., 1) float mask: 1 where the key u (..., d_in) is within the threshold of one
+        of module `name`'s edit keys."""
+        keys = self.keys[name]
+        if keys.shape[0] == 0:
+            return torch.zeros(*u.shape[:-1], 1, device=u.device)
+        cos = F.normalize(u.float(), dim=-1) @ keys.to(u.device).T  # (..., R)
+        return (cos.amax(-1, keepdim=True) >= self.threshold).float()
+
+
+class Gate:
+    """Forward hooks on the edited modules that add a gated change `S k` to each module's
+    output: installed once, its shifts and gate swapped between forward passes (`set`,
+    `clear`) — the serving engine's way of switching between gated versions.  With nothing
+    set the hooks return the module's output untouched."""
+
+    def __init__(self, adapter: ModelAdapter):
+        self.adapter = adapter
+        self.shifts: dict[str, torch.Tensor] = {}
+        self.gate: ScopeGate | None = None
+        self._handles = [
+            adapter.module(name).register_forward_hook(self._hook(name)) for name in adapter.names
+        ]
+
+    def _hook(self, name: str):
+        def hook(_m: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            shift = self.shifts.get(name)
+            if shift is None or self.gate is None:
+                return output
+            u = args[0].float()
+            add = (u @ shift.to(u.device)) * self.gate.near(name, u)
+            return output + add.to(output.dtype)
+
+        return hook
+
+    def set(self, shifts: dict[str, torch.Tensor], gate: ScopeGate) -> None:
+        missing = set(shifts) - set(gate.keys)
+        if missing:
+            raise KeyError(f"no gate keys for {sorted(missing)}")
+        self.shifts = {n: s.float() for n, s in shifts.items()}
+        self.gate = gate
+
+    def clear(self) -> None:
+        self.shifts, self.gate = {}, None
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+@contextmanager
+def gated(
+    adapter: ModelAdapter, shifts: dict[str, torch.Tensor], gate: ScopeGate
+) -> Iterator[None]:
+    """Forward with `shifts` acting through `gate` (the weights are not touched)."""
+    hooks = Gate(adapter)
+    try:
+        hooks.set(shifts, gate)
+        yield
+    finally:
+        hooks.remove()
