@@ -3,18 +3,19 @@
 Weights are always set from float32 masters: `W = from_rows(master + S)` cast to the model
 dtype and copied in place.  An edit is never undone by subtraction (half-precision
 add/subtract loses small shifts and does not round-trip); `restore` copies the masters back.
+A gated change (editor_core/gate.py) is not written into the weights: it is installed as the
+adapter's gate hooks, beside them, and `restore` clears it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from weakref import WeakKeyDictionary
 
 import torch
 
 from editor_core.adapters import ModelAdapter
 from editor_core.editor import WeightDelta
-from editor_core.gate import gated
+from editor_core.gate import Gate, ScopeGate
 
 
 def snapshot(adapter: ModelAdapter) -> dict[str, torch.Tensor]:
@@ -35,24 +36,73 @@ def new_weights(
 ) -> dict[str, torch.Tensor]:
     """Stored-layout tensors in the model dtype, for every module in `shifts`; the model
     is not touched."""
+    gate = shifts.gate if isinstance(shifts, WeightDelta) else None
     out = {}
     for name, shift in _shifts(shifts).items():
         if name not in masters:
             raise KeyError(f"no master weight for {name}")
         stored = adapter.weight(name)
-        rows = masters[name].to(stored.device) + shift.to(stored.device, torch.float32)
+        rows = masters[name].to(stored.device)
+        if gate is None:  # a gated change stays out of the weights
+            rows = rows + shift.to(stored.device, torch.float32)
         out[name] = adapter.from_rows(rows).to(stored.dtype).contiguous()  # stored layout
+    if gate is not None:
+        out.update(gate_tensors(_shifts(shifts), gate))
     return out
+
+
+# A gated change (editor_core/gate.py) is saved beside the weights it leaves alone, as
+# "<module>::gate.shift" (d_in, d_out) and "<module>::gate.keys" (R, d_in), float32, and
+# "::gate.threshold" (1,): a version's tensors are then still one flat dict.
+GATE_MARK = "::gate."
+
+
+def gate_tensors(shifts: dict[str, torch.Tensor], gate: ScopeGate) -> dict[str, torch.Tensor]:
+    out = {GATE_MARK + "threshold": torch.tensor([gate.threshold], dtype=torch.float32)}
+    for name, shift in shifts.items():
+        out[f"{name}{GATE_MARK}shift"] = shift.detach().float().cpu().contiguous()
+        out[f"{name}{GATE_MARK}keys"] = gate.keys[name].float().cpu().contiguous()
+    return out
+
+
+def split_gate(
+    tensors: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], ScopeGate | None]:
+    """(weights, gate shifts, gate) of a version's tensors; (weights, {}, None) for a plain
+    one."""
+    weights = {n: t for n, t in tensors.items() if GATE_MARK not in n}
+    threshold = tensors.get(GATE_MARK + "threshold")
+    if threshold is None:
+        return weights, {}, None
+    names = [
+        n.removesuffix(f"{GATE_MARK}shift") for n in tensors if n.endswith(f"{GATE_MARK}shift")
+    ]
+    shifts = {n: tensors[f"{n}{GATE_MARK}shift"] for n in names}
+    keys = {n: tensors[f"{n}{GATE_MARK}keys"] for n in names}
+    return weights, shifts, ScopeGate(float(threshold[0]), keys)
+
+
+_GATES: WeakKeyDictionary[ModelAdapter, Gate] = WeakKeyDictionary()
 
 
 @torch.no_grad()
 def install_weights(adapter: ModelAdapter, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy stored-layout tensors (e.g. a saved version's) into the edited modules.
+    """Copy stored-layout tensors (e.g. a saved version's) into the edited modules, and set
+    or clear the adapter's gate hooks (`Gate`, made at the first gated version) by whether
+    they hold a gated change (`split_gate`).
 
     A copy, never arithmetic: installing the same tensors always gives the same bits."""
-    for name, t in tensors.items():
+    weights, shifts, gate = split_gate(tensors)
+    for name, t in weights.items():
         w = adapter.weight(name)
         w.copy_(t.to(device=w.device, dtype=w.dtype))
+    hooks = _GATES.get(adapter)
+    if gate is not None:
+        if hooks is None:
+            hooks = _GATES[adapter] = Gate(adapter)
+        hooks.set(shifts, gate)
+    elif hooks is not None:
+        hooks.clear()
 
 
 @torch.no_grad()
@@ -61,9 +111,9 @@ def apply_delta(
     delta_or_shifts: WeightDelta | dict[str, torch.Tensor],
     masters: dict[str, torch.Tensor],
 ) -> None:
-    """W = from_rows(master + S), cast to the model dtype, written in place."""
-    for name, weight in new_weights(adapter, delta_or_shifts, masters).items():
-        adapter.weight(name).copy_(weight)
+    """W = from_rows(master + S), cast to the model dtype, written in place; a gated delta
+    (`WeightDelta.gate`) leaves W = master and acts through the adapter's gate hooks."""
+    install_weights(adapter, new_weights(adapter, delta_or_shifts, masters))
 
 
 @torch.no_grad()
@@ -73,21 +123,6 @@ def restore(adapter: ModelAdapter, masters: dict[str, torch.Tensor]) -> None:
     for name, rows in masters.items():
         w = adapter.weight(name)
         w.copy_(adapter.from_rows(rows.to(w.device)).to(w.dtype))
-
-
-@contextmanager
-def applied(
-    adapter: ModelAdapter, delta: WeightDelta, masters: dict[str, torch.Tensor]
-) -> Iterator[None]:
-    """The model with `delta` in force inside the block, as it was after: a plain delta is
-    written as weights (`apply_delta`) and the masters restored; a gated one
-    (`WeightDelta.gate`, editor_core/gate.py) acts through forward hooks, weights untouched."""
-    if delta.gate is not None:
-        with gated(adapter, delta.shifts, delta.gate):
-            yield
-        return
-    try:
-        apply_delta(adapter, delta, masters)
-        yield
-    finally:
-        restore(adapter, masters)
+    hooks = _GATES.get(adapter)
+    if hooks is not None:  # and no gated change acts any more
+        hooks.clear()

@@ -130,7 +130,7 @@ class EditorConfig:
     # lies within this cosine of a key the edits were solved at, so prompts that never
     # come near an edited subject run as the unedited model.  None: a plain weight update
     # (MALMEN).  A gated change is not a weight matrix: `WeightDelta.gate` carries it and
-    # `apply.applied` installs it as forward hooks.
+    # `apply.apply_delta` installs it as forward hooks (the adapter's `Gate`).
     scope_gate: float | None = None
 
     @property
@@ -770,11 +770,28 @@ class MalmenEditor:
         masters: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The shifts of one joint solve of `requests` from their residual targets `z`
-        (`joint_rows`, then `solve`), holding the protected prompts (`hold_protected`; the
-        spread is redone in each round, since its layer solves hold them too)."""
-        return self.hold_protected(
-            lambda: self.solve(self.joint_rows(requests, z, progress), len(requests)), masters
-        )
+        (`respread_delta`)."""
+        return self.respread_delta(requests, z, progress, masters).shifts
+
+    def respread_delta(
+        self,
+        requests: Sequence[EditRequest],
+        z: torch.Tensor,
+        progress: bool = False,
+        masters: dict[str, torch.Tensor] | None = None,
+    ) -> WeightDelta:
+        """One joint solve of `requests` from their residual targets `z` (`joint_rows`,
+        then `solve`), holding the protected prompts (`hold_protected`; the spread is redone
+        in each round, since its layer solves hold them too), with the last round's rows
+        and, when configured, its scope gate."""
+        made: list[dict[str, EditRows]] = []
+
+        def solve() -> dict[str, torch.Tensor]:
+            made.append(self.joint_rows(requests, z, progress))  # the rows of each round
+            return self.solve(made[-1], len(requests))
+
+        shifts = self.hold_protected(solve, masters)
+        return self.gated(WeightDelta(shifts=shifts, rows=made[-1]))
 
     def solve(
         self, rows: dict[str, EditRows], n_edits: int | None = None
@@ -793,19 +810,12 @@ class MalmenEditor:
         (the value-optimising editor's slow steps)."""
         if self.config.values == "optimise":
             z = self.residual_targets(requests, progress).z
-            made: list[dict[str, EditRows]] = []
-
-            def solve() -> dict[str, torch.Tensor]:
-                made.append(self.joint_rows(requests, z, progress))  # the rows of each round
-                return self.solve(made[-1], len(requests))
-
-            shifts = self.hold_protected(solve)
-            return self._gated(WeightDelta(shifts=shifts, rows=made[-1]))
+            return self.respread_delta(requests, z, progress)
         rows = self._with_anchors(requests, self.hypernet_rows(requests))
         shifts = self.hold_protected(lambda: self.solve(rows, len(requests)))
-        return self._gated(WeightDelta(shifts, rows))
+        return self.gated(WeightDelta(shifts, rows))
 
-    def _gated(self, delta: WeightDelta) -> WeightDelta:
+    def gated(self, delta: WeightDelta) -> WeightDelta:
         """`delta` with its scope gate (the keys of its rows) when the config asks for one."""
         if self.config.scope_gate is not None:
             delta.gate = ScopeGate.of_rows(self.config.scope_gate, delta.rows)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from editor_core.adapters import ModelAdapter
-from editor_core.apply import applied, restore, snapshot
+from editor_core.apply import apply_delta, restore, snapshot
 from editor_core.data.formats import Fact, LocalityPrompt, neighbour_subject
 from editor_core.data.relations import RELATIONS
 from editor_core.editor import WeightDelta
@@ -590,22 +590,22 @@ def evaluate_edit(
     device = next(loaded.model.parameters()).device
     try:
         delta, cost = timed_delta(editor, requests_of(facts), device, progress)
-        with applied(loaded.adapter, delta, masters):
-            return {
-                "n": len(facts),
-                **score_edited(
-                    loaded,
-                    facts,
-                    ordinary,
-                    neighborhood,
-                    batch_size,
-                    same_subject,
-                    protected=protected,
-                ),
-                **cost,
-                **({"protected_held": len(getattr(editor, "last_held", []))} if protected else {}),
-                **({"scope_gate": delta.gate.threshold} if delta.gate is not None else {}),
-            }
+        apply_delta(loaded.adapter, delta, masters)
+        return {
+            "n": len(facts),
+            **score_edited(
+                loaded,
+                facts,
+                ordinary,
+                neighborhood,
+                batch_size,
+                same_subject,
+                protected=protected,
+            ),
+            **cost,
+            **({"protected_held": len(getattr(editor, "last_held", []))} if protected else {}),
+            **({"scope_gate": delta.gate.threshold} if delta.gate is not None else {}),
+        }
     finally:
         restore(loaded.adapter, masters)
 

@@ -33,17 +33,6 @@ SHIPPED_EDITOR = (
 
 def load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> Any:
     """The configured editor; a random-init one (with a loud warning) when none exists."""
-    if config.get("scope_gate") is not None:
-        # versions are weights (versions.py); a gated change is hooks (editor_core/gate.py)
-        raise ValueError(
-            "scope_gate is not served yet: a version holds weights, and a gated change is "
-            "not a weight matrix (it is measured with `factpatch eval --malmen-config "
-            """'{"scope_gate": 0.8}'`, docs/results.md)"""
-        )
-    return _load_editor(loaded, checkpoint, config)
-
-
-def _load_editor(loaded: Any, checkpoint: str | None, config: dict[str, Any]) -> Any:
     from editor_core.editor import EditorConfig, MalmenEditor, config_fields
 
     path = Path(checkpoint) if checkpoint else SHIPPED_EDITOR
@@ -297,6 +286,7 @@ class EditBackend:
     ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
         """(new weights, live edit ids, metrics) for base + solve(lineage + new − withdrawn)."""
         from editor_core.apply import new_weights
+        from editor_core.editor import WeightDelta
         from editor_core.joint import EditLedger
 
         t0 = time.perf_counter()
@@ -323,12 +313,18 @@ class EditBackend:
         ed = self.editor
         if respread is not None:
             requests, z, _ = respread
-            shifts = ed.respread_solve(requests, z)
+            delta = ed.respread_delta(requests, z)
         else:
             shifts = ed.hold_protected(
                 lambda: ledger.solve(ed.lambdas(), ed.config.solve_dtype, ed.priors(len(ids)))
             )
-        tensors = new_weights(self.adapter, shifts, self.base_masters)
+            rows = {
+                n: _cat_rows([ledger.rows_for(i)[n] for i in ids if n in ledger.rows_for(i)])
+                for n in shifts
+            }
+            delta = ed.gated(WeightDelta(shifts, rows))
+        shifts = delta.shifts
+        tensors = new_weights(self.adapter, delta, self.base_masters)  # gated: hooks, not weights
         metrics = {
             "n_live": len(ids),
             "respread": respread is not None,
@@ -337,6 +333,7 @@ class EditBackend:
             "superseded": superseded,
             "solve_s": round(time.perf_counter() - t0, 4),
             "shift_norms": {n: round(float(s.float().norm()), 6) for n, s in shifts.items()},
+            "scope_gate": delta.gate.threshold if delta.gate is not None else None,
             **self.protect_meta(),
         }
         return tensors, ids, metrics

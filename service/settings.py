@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Keys that must never protect a service: a hash of any of these is refused at start-up.
@@ -181,6 +181,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After on 429/503")
+
+    @model_validator(mode="after")
+    def _gate_needs_joint_mode(self) -> Settings:
+        """A gated change (editor_core/gate.py) is solved from the base weights and lives
+        beside them; sequential mode would stack changes on a parent's weights."""
+        if self.editor_config.get("scope_gate") is not None and self.edit_mode != "joint":
+            raise ValueError("editor_config scope_gate needs edit_mode 'joint'")
+        return self
 
     @property
     def layer_tuple(self) -> tuple[int, ...] | None:

@@ -53,6 +53,8 @@ def build_worker(settings: Settings, redis_url: str, metrics: Any = None) -> Any
     loaded = load_served_model(settings)  # the worker's own copy: base weights, always
     base_sha = bootstrap(shared, loaded)
     editor = load_editor(loaded, settings.editor, settings.editor_config)
+    if getattr(editor.config, "scope_gate", None) is not None and settings.edit_mode != "joint":
+        raise ValueError(f"{settings.editor}: its scope_gate needs FACTPATCH_EDIT_MODE=joint")
     backend = EditBackend(loaded, editor, RowStore(settings.edits_dir))
     return Worker(
         settings, shared.queue, shared.store, backend, base_sha, metrics, shared.protected

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from editor_core import EditRequest
-from editor_core.apply import applied, apply_delta, restore, snapshot
-from editor_core.editor import EditorConfig, EditRows
+from editor_core.apply import apply_delta, restore, snapshot
+from editor_core.editor import EditorConfig, EditRows, WeightDelta
 from editor_core.gate import Gate, ScopeGate, gated
 from editor_core.metrics import token_accuracy
 from tests.editor_core.test_editor import facts, hook_count, model_state, tiny_loaded
@@ -63,7 +63,7 @@ def test_an_open_gate_is_the_weight_update() -> None:
     masters = snapshot(loaded.adapter)
     with gated(loaded.adapter, delta.shifts, delta.gate):
         through_gate = [logits(loaded, r.prompt) for r in reqs] + [logits(loaded, text)]
-    apply_delta(loaded.adapter, delta, masters)
+    apply_delta(loaded.adapter, WeightDelta(delta.shifts), masters)  # written, ungated
     try:
         written = [logits(loaded, r.prompt) for r in reqs] + [logits(loaded, text)]
     finally:
@@ -83,14 +83,18 @@ def test_edits_land_through_the_gate_and_far_prompts_run_unedited() -> None:
     unedited = [logits(loaded, t) for t in far]
     before = model_state(loaded.model)
     hooks = hook_count(loaded.model)
-    with applied(loaded.adapter, delta, snapshot(loaded.adapter)):
+    masters = snapshot(loaded.adapter)
+    apply_delta(loaded.adapter, delta, masters)
+    try:
         assert token_accuracy(loaded.model, loaded.tokenizer, reqs, 8) == [1.0, 1.0, 1.0]
         for t, u in zip(far, unedited, strict=True):
             assert torch.equal(logits(loaded, t), u), t  # bit for bit: no change acted
         # the weights are never written: the change is in hooks
         for (n, a), b in zip(model_state(loaded.model).items(), before.values(), strict=True):
             assert torch.equal(a[0], b[0]), n
-    assert hook_count(loaded.model) == hooks
+    finally:
+        restore(loaded.adapter, masters)  # clears the gate
+    assert hook_count(loaded.model) == hooks + len(loaded.adapter.names)  # idle gate hooks
     assert token_accuracy(loaded.model, loaded.tokenizer, reqs, 8) == [0.0, 0.0, 0.0]
 
 
@@ -141,10 +145,3 @@ def test_the_threshold_is_a_cosine(bad: float) -> None:
         EditorConfig(scope_gate=bad)
     with pytest.raises(ValueError, match="cosine"):
         ScopeGate(bad, {})
-
-
-def test_the_service_refuses_a_gated_editor() -> None:
-    from service.editing import load_editor
-
-    with pytest.raises(ValueError, match="scope_gate is not served yet"):
-        load_editor(tiny_loaded(), None, {"scope_gate": 0.8})
