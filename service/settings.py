@@ -7,6 +7,7 @@ every Redis client expects; when it is unset `factpatch serve` starts an embedde
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -186,8 +187,17 @@ class Settings(BaseSettings):
     def _gate_needs_joint_mode(self) -> Settings:
         """A gated change (editor_core/gate.py) is solved from the base weights and lives
         beside them; sequential mode would stack changes on a parent's weights."""
-        if self.editor_config.get("scope_gate") is not None and self.edit_mode != "joint":
-            raise ValueError("editor_config scope_gate needs edit_mode 'joint'")
+        if "scope_gate" in self.editor_config:
+            gate, where = self.editor_config["scope_gate"], "editor_config"
+        else:  # the checkpoint's own setting; a damaged checkpoint is reported when loaded
+            gate, where = None, f"editor {self.editor}"
+            try:
+                config = json.loads((Path(self.editor or "") / "config.json").read_text())
+                gate = config["editor"].get("scope_gate")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass
+        if gate is not None and self.edit_mode != "joint":
+            raise ValueError(f"{where}: scope_gate {gate} needs edit_mode 'joint'")
         return self
 
     @property

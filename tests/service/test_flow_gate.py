@@ -5,6 +5,7 @@ the version records the gate, and a rollback takes the gate away with the edit."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -48,5 +49,16 @@ def test_a_gated_edit_lands_and_leaves_far_prompts_alone(client: httpx.Client, s
 def test_a_gate_refuses_sequential_mode() -> None:
     from service.settings import Settings
 
-    with pytest.raises(ValueError, match="scope_gate needs edit_mode 'joint'"):
+    with pytest.raises(ValueError, match=r"editor_config: scope_gate 0\.8 needs edit_mode 'joint'"):
         Settings(editor_config={"scope_gate": 0.8}, edit_mode="sequential")
+
+
+def test_a_checkpoints_gate_refuses_sequential_mode_unless_turned_off(tmp_path: Path) -> None:
+    from service.settings import Settings
+
+    (tmp_path / "config.json").write_text(json.dumps({"editor": {"scope_gate": 0.8}}))
+    with pytest.raises(ValueError, match=re.escape(f"editor {tmp_path}: scope_gate 0.8 needs")):
+        Settings(editor=str(tmp_path), edit_mode="sequential")
+    off = Settings(editor=str(tmp_path), editor_config={"scope_gate": None}, edit_mode="sequential")
+    assert off.editor_config == {"scope_gate": None}
+    Settings(editor=str(tmp_path))  # joint: served gated
