@@ -85,8 +85,10 @@ class Gate:
             if shift is None or self.gate is None:
                 return output
             u = args[0].float()
-            add = (u @ shift.to(u.device)) * self.gate.near(name, u)
-            return output + add.to(output.dtype)
+            near = self.gate.near(name, u)
+            if not bool(near.any()):  # most tokens: no change acts, no product to form
+                return output
+            return output + ((u @ shift.to(u.device)) * near).to(output.dtype)
 
         return hook
 
