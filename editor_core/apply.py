@@ -9,13 +9,14 @@ adapter's gate hooks, beside them, and `restore` clears it.
 
 from __future__ import annotations
 
+from typing import get_args
 from weakref import WeakKeyDictionary
 
 import torch
 
 from editor_core.adapters import ModelAdapter
 from editor_core.editor import WeightDelta
-from editor_core.gate import Gate, ScopeGate
+from editor_core.gate import Gate, GateMode, ScopeGate
 
 
 def snapshot(adapter: ModelAdapter) -> dict[str, torch.Tensor]:
@@ -52,13 +53,17 @@ def new_weights(
 
 
 # A gated change (editor_core/gate.py) is saved beside the weights it leaves alone, as
-# "<module>::gate.shift" (d_in, d_out) and "<module>::gate.keys" (R, d_in), float32, and
-# "::gate.threshold" (1,): a version's tensors are then still one flat dict.
+# "<module>::gate.shift" (d_in, d_out) and "<module>::gate.keys" (R, d_in), float32,
+# "::gate.threshold" (1,) and "::gate.mode" (1,), the index of its GateMode: a version's
+# tensors are then still one flat dict.
 GATE_MARK = "::gate."
 
 
 def gate_tensors(shifts: dict[str, torch.Tensor], gate: ScopeGate) -> dict[str, torch.Tensor]:
-    out = {GATE_MARK + "threshold": torch.tensor([gate.threshold], dtype=torch.float32)}
+    out = {
+        GATE_MARK + "threshold": torch.tensor([gate.threshold], dtype=torch.float32),
+        GATE_MARK + "mode": torch.tensor([get_args(GateMode).index(gate.mode)]),
+    }
     for name, shift in shifts.items():
         out[f"{name}{GATE_MARK}shift"] = shift.detach().float().cpu().contiguous()
         out[f"{name}{GATE_MARK}keys"] = gate.keys[name].float().cpu().contiguous()
@@ -79,7 +84,8 @@ def split_gate(
     ]
     shifts = {n: tensors[f"{n}{GATE_MARK}shift"] for n in names}
     keys = {n: tensors[f"{n}{GATE_MARK}keys"] for n in names}
-    return weights, shifts, ScopeGate(float(threshold[0]), keys)
+    mode = get_args(GateMode)[int(tensors.get(GATE_MARK + "mode", torch.tensor([0]))[0])]
+    return weights, shifts, ScopeGate(float(threshold[0]), keys, mode)
 
 
 _GATES: WeakKeyDictionary[ModelAdapter, Gate] = WeakKeyDictionary()

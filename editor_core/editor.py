@@ -31,7 +31,7 @@ from editor_core.encoding import (
     encode_edits,
     paraphrase_edits,
 )
-from editor_core.gate import ScopeGate
+from editor_core.gate import GateMode, ScopeGate
 from editor_core.hooks import cache_keys_and_outputs, grad_from, iter_keys
 from editor_core.hypernet import HyperConfig, HyperNetBank
 from editor_core.optimize import (
@@ -132,6 +132,8 @@ class EditorConfig:
     # (MALMEN).  A gated change is not a weight matrix: `WeightDelta.gate` carries it and
     # `apply.apply_delta` installs it as forward hooks (the adapter's `Gate`).
     scope_gate: float | None = None
+    # how the gate's decisions at the edited layers combine (gate.GateMode)
+    scope_gate_mode: GateMode = "each"
 
     @property
     def keys_on_subject(self) -> bool:
@@ -818,5 +820,7 @@ class MalmenEditor:
     def gated(self, delta: WeightDelta) -> WeightDelta:
         """`delta` with its scope gate (the keys of its rows) when the config asks for one."""
         if self.config.scope_gate is not None:
-            delta.gate = ScopeGate.of_rows(self.config.scope_gate, delta.rows)
+            delta.gate = ScopeGate.of_rows(
+                self.config.scope_gate, delta.rows, self.config.scope_gate_mode
+            )
         return delta

@@ -23,13 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from editor_core.adapters import ModelAdapter
+
+GateMode = Literal["each", "sticky", "first"]
 
 
 @dataclass
@@ -39,13 +41,23 @@ class ScopeGate:
 
     threshold: float
     keys: dict[str, torch.Tensor]
+    # How a token's decisions at the edited layers combine, lowest layer first: "each"
+    # (every module decides on its own key), "sticky" (once a token is near an edit at one
+    # layer, every higher edited layer's change acts there too: an edit's layers act
+    # together), "first" (the lowest edited module decides for all: its keys are the
+    # unedited model's).
+    mode: GateMode = "each"
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"scope gate threshold {self.threshold} must be a cosine in [-1, 1]")
+        if self.mode not in get_args(GateMode):
+            raise ValueError(f"scope gate mode {self.mode!r}: one of {get_args(GateMode)}")
 
     @classmethod
-    def of_rows(cls, threshold: float, rows: Mapping[str, Any]) -> ScopeGate:
+    def of_rows(
+        cls, threshold: float, rows: Mapping[str, Any], mode: GateMode = "each"
+    ) -> ScopeGate:
         """From an editor's rows (`EditRows` per module: keys, values): the keys of the rows
         with a non-zero value, normalised."""
         keys = {}
@@ -53,7 +65,7 @@ class ScopeGate:
             k, v = r.keys, r.values
             asks = v.float().abs().amax(-1) > 0
             keys[name] = F.normalize(k[asks].float(), dim=-1).cpu().contiguous()
-        return cls(threshold, keys)
+        return cls(threshold, keys, mode)
 
     def near(self, name: str, u: torch.Tensor) -> torch.Tensor:
         """(..., 1) float mask: 1 where the key u (..., d_in) is within the threshold of one
@@ -75,6 +87,8 @@ class Gate:
         self.adapter = adapter
         self.shifts: dict[str, torch.Tensor] = {}
         self.gate: ScopeGate | None = None
+        self._lowest = adapter.names[0]
+        self._open: torch.Tensor | None = None  # this forward's decisions so far (modes)
         self._handles = [
             adapter.module(name).register_forward_hook(self._hook(name)) for name in adapter.names
         ]
@@ -85,7 +99,14 @@ class Gate:
             if shift is None or self.gate is None:
                 return output
             u = args[0].float()
-            near = self.gate.near(name, u)
+            mode = self.gate.mode
+            if mode == "first" and name != self._lowest and self._open is not None:
+                near = self._open
+            else:
+                near = self.gate.near(name, u)
+                if mode == "sticky" and name != self._lowest and self._open is not None:
+                    near = torch.maximum(near, self._open)
+            self._open = near  # the lowest module's hook runs first in every forward
             if not bool(near.any()):  # most tokens: no change acts, no product to form
                 return output
             return output + ((u @ shift.to(u.device)) * near).to(output.dtype)

@@ -68,7 +68,7 @@ from editor_core.evaluate import (
     score_edited,
     summarise_draws,
 )
-from editor_core.gate import ScopeGate, gated
+from editor_core.gate import GateMode, ScopeGate, gated
 from editor_core.loading import load_model
 from editor_core.metrics import token_accuracy
 from editor_core.optimize import ValueOptConfig
@@ -314,6 +314,12 @@ def main() -> int:
     )
     p.add_argument("--pin-pool", type=Path, help="facts to take --pool-pins subjects from")
     p.add_argument(
+        "--gate-mode",
+        default="each",
+        choices=get_args(GateMode),
+        help="how the gate's decisions at the edited layers combine (gate.GateMode)",
+    )
+    p.add_argument(
         "--gate",
         default="",
         help="ANALYSIS, not a weight update: cosine thresholds, e.g. 0.5,0.7,0.9 — each μ's "
@@ -486,6 +492,7 @@ def main() -> int:
                 "pool_pins": f"{args.pool_pins}x{args.pool_pin_weight:g}" if args.pool_pins else 0,
                 "lookalike_protect": args.lookalike_protect,
                 "gate": gate,
+                "gate_mode": args.gate_mode if gate is not None else None,
             }
             if setting_key(setting) in done:
                 log.info("N=%d draw %d μ=%g: already in %s", n, draw, mu, rows_path)
@@ -504,7 +511,7 @@ def main() -> int:
                     rows = editor.joint_rows(reqs, z, progress=True)
                     solved = {"mu": mu, "rows": rows, "shifts": editor.solve(rows, len(reqs))}
                 spread_s = time.perf_counter() - t0
-                scope = ScopeGate.of_rows(gate, solved["rows"])
+                scope = ScopeGate.of_rows(gate, solved["rows"], args.gate_mode)
                 with gated(loaded.adapter, solved["shifts"], scope):
                     scores = score_all(loaded, chosen, ordinary, nb, same, args.first)
             row = {
@@ -647,6 +654,7 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("pool_pins", 0),
         r.get("lookalike_protect", 0),
         r.get("gate"),
+        r.get("gate_mode") or ("each" if r.get("gate") is not None else None),
     )
 
 
@@ -662,7 +670,8 @@ def _targets(r: dict[str, Any]) -> str:
     hold += (
         f", look-alikes protected {r['lookalike_protect']}" if r.get("lookalike_protect") else ""
     )
-    hold += f", GATE cos ≥ {r['gate']:g}" if r.get("gate") is not None else ""
+    if r.get("gate") is not None:
+        hold += f", GATE cos ≥ {r['gate']:g} ({r.get('gate_mode') or 'each'})"
     rank = f", prior rank {r['prior_rank']}" if r.get("prior_rank") is not None else ""
     return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}{hold}{rank}"
 

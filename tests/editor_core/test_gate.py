@@ -145,3 +145,47 @@ def test_the_threshold_is_a_cosine(bad: float) -> None:
         EditorConfig(scope_gate=bad)
     with pytest.raises(ValueError, match="cosine"):
         ScopeGate(bad, {})
+
+
+def lowest_inputs(loaded, text: str) -> torch.Tensor:
+    """The lowest edited module's input at every token of `text` (L, d_in), unit length."""
+    got = []
+    handle = loaded.adapter.module(loaded.adapter.names[0]).register_forward_hook(
+        lambda _m, args, _out: got.append(F.normalize(args[0][0].float(), dim=-1))
+    )
+    try:
+        logits(loaded, text)
+    finally:
+        handle.remove()
+    return got[0]
+
+
+def test_modes_combine_the_layers_decisions() -> None:
+    """Lowest module open at every token, the upper one closed: "each" changes the lowest
+    layer only, "sticky" and "first" both layers (as an open gate); closed at both, no mode
+    changes anything."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs, delta = edited(loaded, -1.0)
+    low, high = loaded.adapter.names
+    text = reqs[0].prompt
+    here = lowest_inputs(loaded, text)
+    far = -F.normalize(torch.ones(1, here.shape[1]), dim=-1)  # cosine < 0.99 to every key
+
+    def run(keys: dict[str, torch.Tensor], mode: str) -> torch.Tensor:
+        with gated(loaded.adapter, delta.shifts, ScopeGate(0.99, keys, mode)):  # type: ignore[arg-type]
+            return logits(loaded, text)
+
+    base = logits(loaded, text)
+    with gated(loaded.adapter, delta.shifts, ScopeGate(-1.0, delta.gate.keys)):  # type: ignore[union-attr]
+        both = logits(loaded, text)
+    with gated(loaded.adapter, {low: delta.shifts[low]}, ScopeGate(-1.0, delta.gate.keys)):  # type: ignore[union-attr]
+        low_only = logits(loaded, text)
+    open_low = {low: here, high: far}
+    torch.testing.assert_close(run(open_low, "each"), low_only)
+    torch.testing.assert_close(run(open_low, "sticky"), both)
+    torch.testing.assert_close(run(open_low, "first"), both)
+    closed_low = {low: far, high: far}
+    for mode in ("each", "sticky", "first"):
+        assert torch.equal(run(closed_low, mode), base)
+    with pytest.raises(ValueError, match="mode"):
+        EditorConfig(scope_gate=0.8, scope_gate_mode="all")  # type: ignore[arg-type]
