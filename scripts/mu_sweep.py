@@ -55,7 +55,7 @@ from editor_core.checkpoint import checkpoint_layers
 from editor_core.config import ModelSpec
 from editor_core.data import read_facts, read_locality
 from editor_core.data.formats import LocalityPrompt, is_question
-from editor_core.editor import MalmenEditor
+from editor_core.editor import MalmenEditor, WeightDelta
 from editor_core.evaluate import (
     MARGIN_EDGES,
     last_token_sharing,
@@ -499,20 +499,19 @@ def main() -> int:
                 continue
             editor.config = replace(base_cfg, preserve=mu)
             t0 = time.perf_counter()
-            if gate is None:
+            if solved.get("mu") != mu:  # one solve per (draw, μ), scored through each gate
+                solved = {"mu": mu, "delta": editor.respread_delta(reqs, z, progress=True)}
+            spread_s = time.perf_counter() - t0
+            delta = solved["delta"]
+            if gate is None:  # the weight update itself
                 try:
-                    apply_delta(loaded.adapter, editor.respread_solve(reqs, z, progress=True), base)
-                    spread_s = time.perf_counter() - t0
+                    apply_delta(loaded.adapter, WeightDelta(delta.shifts), base)
                     scores = score_all(loaded, chosen, ordinary, nb, same, args.first)
                 finally:
                     restore(loaded.adapter, base)
-            else:  # one solve per (draw, μ), scored through each gate
-                if solved.get("mu") != mu:
-                    rows = editor.joint_rows(reqs, z, progress=True)
-                    solved = {"mu": mu, "rows": rows, "shifts": editor.solve(rows, len(reqs))}
-                spread_s = time.perf_counter() - t0
-                scope = ScopeGate.of_rows(gate, solved["rows"], args.gate_mode)
-                with gated(loaded.adapter, solved["shifts"], scope):
+            else:
+                scope = ScopeGate.of_rows(gate, delta.rows, args.gate_mode)
+                with gated(loaded.adapter, delta.shifts, scope):
                     scores = score_all(loaded, chosen, ordinary, nb, same, args.first)
             row = {
                 **setting,
