@@ -210,6 +210,9 @@ class EditRows:
     keys: torch.Tensor  # (n, d_in) fp32
     values: torch.Tensor  # (n, d_out) fp32, value differences d_j
     owner: torch.Tensor  # (n,) long, index of the request each row came from
+    # the keys each edit was seen at, one per context and sent paraphrase, before a row
+    # averages them (value-optimising spread; a scope gate opens near any of them)
+    context_keys: torch.Tensor | None = None
 
 
 @dataclass
@@ -628,6 +631,7 @@ class MalmenEditor:
                 torch.cat([r.keys, anchored[n].keys]),
                 torch.cat([r.values, anchored[n].values]),
                 torch.cat([r.owner, anchored[n].owner]),
+                r.context_keys,
             )
             for n, r in edit_rows.items()
         }
@@ -680,6 +684,7 @@ class MalmenEditor:
                 values = torch.cat([values, anchored[name].values])
             return ridge_solve(keys, values, lams[name], dtype, prior=priors[name])
 
+        seen: dict[str, torch.Tensor] = {}
         keys, values, fact = spread_rows(
             self.adapter,
             self.tokenizer,
@@ -689,8 +694,9 @@ class MalmenEditor:
             solve,
             cfg.max_length,
             progress,
+            seen,
         )
-        return {n: EditRows(keys[n], values[n], fact) for n in self.adapter.names}
+        return {n: EditRows(keys[n], values[n], fact, seen.get(n)) for n in self.adapter.names}
 
     @property
     def respreads(self) -> bool:

@@ -56,15 +56,24 @@ class ScopeGate:
 
     @classmethod
     def of_rows(
-        cls, threshold: float, rows: Mapping[str, Any], mode: GateMode = "each"
+        cls,
+        threshold: float,
+        rows: Mapping[str, Any],
+        mode: GateMode = "each",
+        contexts: bool = True,
     ) -> ScopeGate:
         """From an editor's rows (`EditRows` per module: keys, values): the keys of the rows
-        with a non-zero value, normalised."""
+        with a non-zero value and, where the rows carry them, the keys each edit was seen at
+        before a row averaged them (`EditRows.context_keys`: each context and paraphrase;
+        `contexts` False: the rows' keys alone), normalised."""
         keys = {}
         for name, r in rows.items():
             k, v = r.keys, r.values
             asks = v.float().abs().amax(-1) > 0
-            keys[name] = F.normalize(k[asks].float(), dim=-1).cpu().contiguous()
+            k = k[asks].float()
+            if contexts and getattr(r, "context_keys", None) is not None:
+                k = torch.cat([k, r.context_keys.float().to(k.device)])
+            keys[name] = F.normalize(k, dim=-1).cpu().contiguous()
         return cls(threshold, keys, mode)
 
     def near(self, name: str, u: torch.Tensor) -> torch.Tensor:

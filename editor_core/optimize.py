@@ -388,6 +388,7 @@ def spread_rows(
     solve: SolveFn,
     max_length: int | None = None,
     progress: bool = False,
+    seen: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """Step 2: (keys, values) per module, (R, d_in) and (R, d_out), and the fact (R,) each row
     is of — one row per fact and keyed subject token —, from the facts' residual targets
@@ -397,7 +398,9 @@ def spread_rows(
     already applied.  `solve(name, keys, values) -> shift (d_in, d_out)` is the editor's
     solve for one module, so the rows returned here re-solve to exactly the shifts the
     spread saw.  The rows depend on the whole request set (as MEMIT's do), not on
-    `cfg.batch_facts`."""
+    `cfg.batch_facts`.  `seen`, when given, is filled with each module's keys before
+    they are averaged into rows — every keyed slot in every context and every sent
+    paraphrase's (paraphrase_keys > 0), (S, d_in) — from the last spread."""
     _check_modules(adapter)
     if z.shape[:2] != (len(requests), cfg.n_slots):
         raise ValueError(
@@ -413,11 +416,11 @@ def spread_rows(
     targets = [z[s : s + cfg.batch_facts].flatten(0, 1).to(device) for s in starts]  # (B·P, H)
     shares = layer_shares(len(adapter.names), cfg.upper_tilt)
     para = cfg.paraphrase_keys
-    keys, values, shifts = _spread(adapter, chunks, targets, solve, progress, shares, para)
+    keys, values, shifts = _spread(adapter, chunks, targets, solve, progress, shares, para, seen)
     if cfg.refine > 0:
         reached = [_residual_at_top(adapter, c, shifts) for c in chunks]
         targets = [t + cfg.refine * (t - r) for t, r in zip(targets, reached, strict=True)]
-        keys, values, _ = _spread(adapter, chunks, targets, solve, progress, shares, para)
+        keys, values, _ = _spread(adapter, chunks, targets, solve, progress, shares, para, seen)
     fact = torch.cat(
         [
             s + torch.arange(c.n_facts * c.n_tokens) // c.n_tokens
@@ -841,6 +844,7 @@ def _spread(
     progress: bool,
     shares: Sequence[float],
     para_weight: float = 0.0,
+    seen: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(keys, values, shifts) per module: (R, d_in), (R, d_out), R = the keyed slots of the
     facts over all chunks (`_Chunk.fact_keyed`), and the solved shifts;
@@ -856,7 +860,7 @@ def _spread(
     values: dict[str, torch.Tensor] = {}
     para_targets: list[torch.Tensor | None] = [None] * len(chunks)
     for j, name in enumerate(bar(names, desc="spreading over layers", progress=progress)):
-        gaps, ks = [], []
+        gaps, ks, raw = [], [], []
         for i, (c, z_target) in enumerate(zip(chunks, targets, strict=True)):
             z_now, k_now = _run_keyed(adapter, block, c.batch, c.rows, c.pos, shifts)
             also = c.also if para_weight > 0 else None
@@ -873,7 +877,12 @@ def _spread(
             keyed = c.fact_keyed
             gaps.append(c.per_fact(z_target - z_now, a_gap, para_weight)[keyed])  # (R_c, H)
             ks.append(c.per_fact(k_now[name], a_key, para_weight)[keyed])  # (R_c, d_in)
+            raw.append(k_now[name][c.keyed])
+            if a_key is not None and also is not None:
+                raw.append(a_key[also.keyed])
         keys[name] = torch.cat(ks)
+        if seen is not None:
+            seen[name] = torch.cat(raw)
         values[name] = torch.cat(gaps) * shares[j]
         shifts[name] = solve(name, keys[name], values[name])
     return keys, values, shifts

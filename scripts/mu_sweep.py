@@ -314,6 +314,13 @@ def main() -> int:
     )
     p.add_argument("--pin-pool", type=Path, help="facts to take --pool-pins subjects from")
     p.add_argument(
+        "--gate-keys",
+        default="contexts",
+        choices=("contexts", "rows"),
+        help="the gate's keys: each edit's row keys and the keys of its every context and "
+        "paraphrase (contexts), or the row keys alone (rows: each a mean over those)",
+    )
+    p.add_argument(
         "--gate-mode",
         default="each",
         choices=get_args(GateMode),
@@ -493,6 +500,7 @@ def main() -> int:
                 "lookalike_protect": args.lookalike_protect,
                 "gate": gate,
                 "gate_mode": args.gate_mode if gate is not None else None,
+                "gate_keys": args.gate_keys if gate is not None else None,
             }
             if setting_key(setting) in done:
                 log.info("N=%d draw %d μ=%g: already in %s", n, draw, mu, rows_path)
@@ -510,7 +518,8 @@ def main() -> int:
                 finally:
                     restore(loaded.adapter, base)
             else:
-                scope = ScopeGate.of_rows(gate, delta.rows, args.gate_mode)
+                contexts = args.gate_keys == "contexts"
+                scope = ScopeGate.of_rows(gate, delta.rows, args.gate_mode, contexts)
                 with gated(loaded.adapter, delta.shifts, scope):
                     scores = score_all(loaded, chosen, ordinary, nb, same, args.first)
             row = {
@@ -654,6 +663,7 @@ def setting_key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("lookalike_protect", 0),
         r.get("gate"),
         r.get("gate_mode") or ("each" if r.get("gate") is not None else None),
+        r.get("gate_keys") or ("rows" if r.get("gate") is not None else None),
     )
 
 
@@ -670,7 +680,8 @@ def _targets(r: dict[str, Any]) -> str:
         f", look-alikes protected {r['lookalike_protect']}" if r.get("lookalike_protect") else ""
     )
     if r.get("gate") is not None:
-        hold += f", GATE cos ≥ {r['gate']:g} ({r.get('gate_mode') or 'each'})"
+        mode, keys = r.get("gate_mode") or "each", r.get("gate_keys") or "rows"
+        hold += f", GATE cos ≥ {r['gate']:g} ({mode}, {keys})"
     rank = f", prior rank {r['prior_rank']}" if r.get("prior_rank") is not None else ""
     return f"{r.get('targets', 'per-fact')}{tilt}{refine}{pk}{hold}{rank}"
 

@@ -189,3 +189,18 @@ def test_modes_combine_the_layers_decisions() -> None:
         assert torch.equal(run(closed_low, mode), base)
     with pytest.raises(ValueError, match="mode"):
         EditorConfig(scope_gate=0.8, scope_gate_mode="all")  # type: ignore[arg-type]
+
+
+def test_the_gate_opens_near_every_context_an_edit_was_seen_in() -> None:
+    """The value-optimising spread keeps each edit's keys before averaging them into rows
+    (one per context here); the gate holds those and the rows' own keys."""
+    loaded = tiny_loaded(layers=3, edit=(0, 1))
+    reqs, delta = edited(loaded, 0.9)
+    assert delta.gate is not None
+    for name, rows in delta.rows.items():
+        seen = rows.context_keys
+        assert seen is not None and seen.shape == rows.keys.shape  # one context, one token
+        torch.testing.assert_close(seen, rows.keys)  # a mean over one context is itself
+        assert delta.gate.keys[name].shape[0] == 2 * len(reqs)
+        alone = ScopeGate.of_rows(0.9, delta.rows, contexts=False)
+        assert alone.keys[name].shape[0] == len(reqs)
